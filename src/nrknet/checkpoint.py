@@ -1,0 +1,76 @@
+"""Model checkpoints: one format for trained, converted and exported models.
+
+A checkpoint is a Lightning-style dict: ``state_dict`` with ``model.``-prefixed
+keys plus an ``nrknet`` entry carrying the model's constructor arguments, so
+the network can be rebuilt without Hydra or Lightning.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nrknet.models.nrknet import NRKNet
+
+MODEL_PREFIX = "model."
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable NRKNet checkpoint."""
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """Write with ``torch.save`` to a temporary file in the same folder, then rename.
+
+    A crash or a full disk leaves either the old file or none, never a
+    truncated one that looks complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(model: NRKNet, path: str | os.PathLike, **extra: Any) -> None:
+    """Save ``model`` as a checkpoint the whole framework loads."""
+    state = {MODEL_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_torch_save({"state_dict": state, "nrknet": {"model_config": dict(model.config), **extra}}, path)
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> NRKNet:
+    """Rebuild an :class:`NRKNet` from a checkpoint written by training or ``nrknet-convert``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    meta = ckpt.get("nrknet") if isinstance(ckpt, dict) else None
+    if not isinstance(meta, dict) or "model_config" not in meta or "state_dict" not in ckpt:
+        hint = ""
+        if isinstance(ckpt, dict) and any(str(k).startswith(("GCM.", "RKR.", "module.GCM")) for k in ckpt):
+            hint = " It looks like a reference-implementation checkpoint: convert it with `nrknet-convert IN.pth OUT.ckpt`."
+        raise CheckpointError(f"{path} is not an NRKNet checkpoint (no 'nrknet' model config).{hint}")
+    config = dict(meta["model_config"])
+    model = NRKNet(**config)
+    state = {k[len(MODEL_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(MODEL_PREFIX)}
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"{path}: weights do not fit the NRKNet it describes ({config}); "
+            f"missing: {', '.join(result.missing_keys) or 'none'}; unexpected: {', '.join(result.unexpected_keys) or 'none'}"
+        )
+    return model
