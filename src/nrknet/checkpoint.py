@@ -46,7 +46,9 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 def save_model(model: NRKNet, path: str | os.PathLike, **extra: Any) -> None:
     """Save ``model`` as a checkpoint the whole framework loads."""
     state = {MODEL_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
-    atomic_torch_save({"state_dict": state, "nrknet": {"model_config": dict(model.config), **extra}}, path)
+    atomic_torch_save(
+        {"state_dict": state, "nrknet": {"model_config": dict(model.config), **extra}}, path
+    )
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> NRKNet:
@@ -61,12 +63,20 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     meta = ckpt.get("nrknet") if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or "model_config" not in meta or "state_dict" not in ckpt:
         hint = ""
-        if isinstance(ckpt, dict) and any(str(k).startswith(("GCM.", "RKR.", "module.GCM")) for k in ckpt):
+        if isinstance(ckpt, dict) and any(
+            str(k).startswith(("GCM.", "RKR.", "module.GCM")) for k in ckpt
+        ):
             hint = " It looks like a reference-implementation checkpoint: convert it with `nrknet-convert IN.pth OUT.ckpt`."
-        raise CheckpointError(f"{path} is not an NRKNet checkpoint (no 'nrknet' model config).{hint}")
+        raise CheckpointError(
+            f"{path} is not an NRKNet checkpoint (no 'nrknet' model config).{hint}"
+        )
     config = dict(meta["model_config"])
     model = NRKNet(**config)
-    state = {k[len(MODEL_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(MODEL_PREFIX)}
+    state = {
+        k[len(MODEL_PREFIX) :]: v
+        for k, v in ckpt["state_dict"].items()
+        if k.startswith(MODEL_PREFIX)
+    }
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from nrknet.checkpoint import CheckpointError, save_model
 from nrknet.models.nrknet import NRKNet
 
 # Reference name -> our name, for everything but the U-Net's residual stages.
@@ -55,10 +56,6 @@ REFERENCE_TO_OURS: dict[str, str] = dict(_DIRECT)
 BGR_TO_RGB = [2, 1, 0]
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that is not (or not a complete) NRKNet checkpoint."""
-
-
 def normalise_reference_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Strip a ``module.`` (DataParallel) prefix and map ``RKR.`` to ``GCM.``."""
     out = {}
@@ -87,7 +84,9 @@ def from_official(state_dict: Mapping[str, torch.Tensor], rgb: bool = True) -> N
     Raises :class:`CheckpointError` naming missing, unexpected or mismatched keys.
     """
     if not isinstance(state_dict, Mapping):
-        raise CheckpointError(f"expected a state dict (a mapping of names to tensors), got {type(state_dict).__name__}")
+        raise CheckpointError(
+            f"expected a state dict (a mapping of names to tensors), got {type(state_dict).__name__}"
+        )
     ref = normalise_reference_keys(_unwrap(state_dict))
     missing = sorted(k for k in REFERENCE_TO_OURS if k not in ref)
     unexpected = sorted(k for k in ref if k not in REFERENCE_TO_OURS)
@@ -112,11 +111,15 @@ def from_official(state_dict: Mapping[str, torch.Tensor], rgb: bool = True) -> N
     for ref_key, our_key in REFERENCE_TO_OURS.items():
         value = ref[ref_key]
         if tuple(value.shape) != tuple(ours[our_key].shape):
-            mismatched.append(f"{ref_key}: {tuple(value.shape)}, expected {tuple(ours[our_key].shape)}")
+            mismatched.append(
+                f"{ref_key}: {tuple(value.shape)}, expected {tuple(ours[our_key].shape)}"
+            )
             continue
         converted[our_key] = value.detach().clone().to(ours[our_key].dtype)
     if mismatched:
-        raise CheckpointError("shape mismatch (a checkpoint of another width or layout?): " + "; ".join(mismatched))
+        raise CheckpointError(
+            "shape mismatch (a checkpoint of another width or layout?): " + "; ".join(mismatched)
+        )
     if rgb:
         converted = bgr_to_rgb(converted, num_levels)
     model.load_state_dict(converted)
@@ -128,10 +131,58 @@ def bgr_to_rgb(state: dict[str, torch.Tensor], num_levels: int) -> dict[str, tor
     state = dict(state)
     state["unet.head.weight"] = state["unet.head.weight"][:, BGR_TO_RGB]
     logits = state["blur.atoms.logits"]
-    state["blur.atoms.logits"] = logits.view(num_levels, 3, *logits.shape[1:])[:, BGR_TO_RGB].reshape(logits.shape)
+    state["blur.atoms.logits"] = logits.view(num_levels, 3, *logits.shape[1:])[
+        :, BGR_TO_RGB
+    ].reshape(logits.shape)
     weight = state["blur.mixer.weight"]
     out_c, in_c = weight.shape[:2]
     weight = weight.view(out_c, in_c // 3, 3, 1, 1)[:, :, BGR_TO_RGB].reshape(out_c, in_c, 1, 1)
     state["blur.mixer.weight"] = weight[BGR_TO_RGB]
     state["blur.mixer.bias"] = state["blur.mixer.bias"][BGR_TO_RGB]
     return state
+
+
+def convert_file(src: str | Path, dst: str | Path, overwrite: bool = False) -> NRKNet:
+    """Convert a reference ``.pth`` into an NRKNet checkpoint (RGB) at ``dst``."""
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise CheckpointError(f"input checkpoint not found: {src}")
+    if dst.exists() and not overwrite:
+        raise CheckpointError(f"output exists: {dst} (pass --overwrite to replace it)")
+    if dst.resolve() == src.resolve():
+        raise CheckpointError(f"output {dst} would overwrite the input")
+    try:
+        state = torch.load(src, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated or foreign files fail in many ways
+        raise CheckpointError(f"cannot read {src}: {exc}") from exc
+    model = from_official(state)
+    save_model(model, dst, source=str(src.name), converted_from="reference")
+    return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="nrknet-convert",
+        description="Convert a checkpoint of the reference NRKNet implementation (BGR) into an RGB nrknet checkpoint.",
+    )
+    parser.add_argument("input", help="reference checkpoint (.pth)")
+    parser.add_argument("output", help="nrknet checkpoint to write (.ckpt)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    args = parser.parse_args(argv)
+    try:
+        model = convert_file(args.input, args.output, overwrite=args.overwrite)
+    except (CheckpointError, OSError) as exc:
+        if args.debug:
+            raise
+        print(f"nrknet-convert: error: {exc}", file=sys.stderr)
+        return 2
+    width = model.config["width"]
+    print(
+        f"wrote {args.output}: NRKNet width {width}, {model.config['num_levels']} atom levels, RGB input"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

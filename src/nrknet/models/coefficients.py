@@ -23,7 +23,9 @@ class ConvLSTMCoefficientHead(nn.Module):
     def __init__(self, width: int, num_maps: int) -> None:
         super().__init__()
         self.num_maps = num_maps
-        self.local_conv = nn.Conv2d(width, num_maps, 3, padding=1, bias=False, padding_mode="reflect")
+        self.local_conv = nn.Conv2d(
+            width, num_maps, 3, padding=1, bias=False, padding_mode="reflect"
+        )
         self.local_bn = nn.BatchNorm2d(num_maps)
         self.lstm_conv = nn.Conv2d(width + num_maps, 4 * num_maps, 5, padding=2, bias=True)
 
@@ -32,7 +34,9 @@ class ConvLSTMCoefficientHead(nn.Module):
         zeros = like.new_zeros(n, self.num_maps, height // 2, width // 2)
         return zeros, zeros.clone()
 
-    def forward(self, features: torch.Tensor, state: LSTMState | None) -> tuple[torch.Tensor, LSTMState]:
+    def forward(
+        self, features: torch.Tensor, state: LSTMState | None
+    ) -> tuple[torch.Tensor, LSTMState]:
         local = F.relu(self.local_bn(self.local_conv(features)))
         pooled = F.avg_pool2d(features, 2)
         if state is None:
@@ -48,7 +52,9 @@ class ConvLSTMCoefficientHead(nn.Module):
     @staticmethod
     def next_scale_state(state: LSTMState) -> LSTMState:
         """Carry the state to the next (twice finer) scale."""
-        return tuple(F.interpolate(s, scale_factor=2, mode="bilinear", align_corners=False) for s in state)
+        return tuple(
+            F.interpolate(s, scale_factor=2, mode="bilinear", align_corners=False) for s in state
+        )
 
 
 class PlainCoefficientHead(nn.Module):
@@ -62,7 +68,9 @@ class PlainCoefficientHead(nn.Module):
     def __init__(self, width: int, num_maps: int) -> None:
         super().__init__()
         self.num_maps = num_maps
-        self.local_conv = nn.Conv2d(width, num_maps, 3, padding=1, bias=False, padding_mode="reflect")
+        self.local_conv = nn.Conv2d(
+            width, num_maps, 3, padding=1, bias=False, padding_mode="reflect"
+        )
         self.local_bn = nn.BatchNorm2d(num_maps)
         self.global_conv = nn.Conv2d(width, num_maps, 5, padding=2, bias=True)
 

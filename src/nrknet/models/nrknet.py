@@ -42,7 +42,11 @@ def downsample_nearest(x: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def upsample_bilinear(x: torch.Tensor, factor: int) -> torch.Tensor:
-    return x if factor == 1 else F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+    return (
+        x
+        if factor == 1
+        else F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+    )
 
 
 def neumann_terms(y: torch.Tensor, blur, steps: int) -> list[torch.Tensor]:
@@ -120,25 +124,39 @@ class NRKNet(nn.Module):
         if num_scales not in (1, 2, 3, 4):
             raise ValueError(f"num_scales must be 1, 2, 3 or 4, got {num_scales}")
         if fusion not in FUSION_MODES:
-            raise ValueError(f"unknown fusion {fusion!r}; expected one of {', '.join(FUSION_MODES)}")
+            raise ValueError(
+                f"unknown fusion {fusion!r}; expected one of {', '.join(FUSION_MODES)}"
+            )
         if mixing not in MIXING_MODES:
-            raise ValueError(f"unknown mixing {mixing!r}; expected one of {', '.join(MIXING_MODES)}")
+            raise ValueError(
+                f"unknown mixing {mixing!r}; expected one of {', '.join(MIXING_MODES)}"
+            )
         if init not in INIT_MODES:
             raise ValueError(f"unknown init {init!r}; expected one of {', '.join(INIT_MODES)}")
         self.config = dict(
-            width=width, num_levels=num_levels, atoms=atoms, num_scales=num_scales, fusion=fusion,
-            recurrent=recurrent, mixing=mixing, symmetric_atoms=symmetric_atoms,
-            per_channel_atoms=per_channel_atoms, residual_gate=residual_gate, init=init,
+            width=width,
+            num_levels=num_levels,
+            atoms=atoms,
+            num_scales=num_scales,
+            fusion=fusion,
+            recurrent=recurrent,
+            mixing=mixing,
+            symmetric_atoms=symmetric_atoms,
+            per_channel_atoms=per_channel_atoms,
+            residual_gate=residual_gate,
+            init=init,
             in_channels=in_channels,
         )
         self.num_scales = num_scales
         self.fusion = fusion
         self.num_maps = num_levels + 1
-        # Without the ConvLSTM, a deeper U-Net (two residual blocks a stage) keeps the size similar.
-        self.unet = FeatureUNet(width, in_channels, blocks_per_stage=1 if recurrent else 2)
+        # Without the ConvLSTM, a deeper U-Net keeps the size similar (Table 4).
+        self.unet = FeatureUNet(width, in_channels, extra_blocks=0 if recurrent else 1)
         head = ConvLSTMCoefficientHead if recurrent else PlainCoefficientHead
         self.coefficients = head(width, self.num_maps)
-        atom_bank = build_atoms(atoms, num_levels, per_channel=per_channel_atoms, symmetric=symmetric_atoms)
+        atom_bank = build_atoms(
+            atoms, num_levels, per_channel=per_channel_atoms, symmetric=symmetric_atoms
+        )
         self.blur = RKRBlur(atom_bank, channels=in_channels, mixing=mixing)
         self.gate = nn.Parameter(torch.zeros(())) if residual_gate else None
         if init == "xavier":
@@ -182,13 +200,13 @@ class NRKNet(nn.Module):
 
             terms = neumann_terms(y, blur, self.neumann_steps(scale))
             last_terms.insert(0, terms[-1])
-            if sharp is not None or scale == 0:
+            needs_sum = scale == 0 and self.fusion == "full_expansion"
+            if sharp is not None or needs_sum:
                 scale_sum = full_expansion(y, terms)
+                full_sum = scale_sum if needs_sum else full_sum
                 if sharp is not None:
                     running_sums.append(scale_sum)
                     reblurred.append(blur(downsample_nearest(sharp, factor)))
-                if scale == 0:
-                    full_sum = scale_sum
             del terms, gamma
             if scale > 0:
                 state = self.coefficients.next_scale_state(state)
@@ -221,15 +239,21 @@ class NRKNet(nn.Module):
         if sharp is None:
             return self._run(padded, None)[..., :height, :width]
         if sharp.shape != blurry.shape:
-            raise ValueError(f"sharp {tuple(sharp.shape)} and blurry {tuple(blurry.shape)} differ in shape")
-        sharp_padded = reflect_pad(sharp, (0, padded.shape[-1] - width, 0, padded.shape[-2] - height))
+            raise ValueError(
+                f"sharp {tuple(sharp.shape)} and blurry {tuple(blurry.shape)} differ in shape"
+            )
+        sharp_padded = reflect_pad(
+            sharp, (0, padded.shape[-1] - width, 0, padded.shape[-2] - height)
+        )
         out = self._run(padded, sharp_padded)
 
         def crop(t: torch.Tensor) -> torch.Tensor:
             factor = padded.shape[-1] // t.shape[-1]
             return t[..., : -(-height // factor), : -(-width // factor)]
 
-        return NRKNetOutput(scales=[crop(t) for t in out.scales], reblurred=[crop(t) for t in out.reblurred])
+        return NRKNetOutput(
+            scales=[crop(t) for t in out.scales], reblurred=[crop(t) for t in out.reblurred]
+        )
 
 
 def count_parameters(model: nn.Module) -> int:

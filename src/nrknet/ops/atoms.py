@@ -16,7 +16,6 @@ Variants (paper Table 3): ``recursive`` (RKR, the default), ``non_recursive``
 
 from __future__ import annotations
 
-
 from collections.abc import Iterator
 
 import torch
@@ -109,15 +108,21 @@ class RecursiveAtoms(nn.Module):
         delta[..., self.max_radius, self.max_radius] = 1.0
         kernels = [delta]
         current = delta
+        # conv2d correlates; composing correlations is a true convolution, hence the flip.
+        taps = taps.flip(-1)
         for j in range(self.num_levels):
             # Zero padding: the support never reaches the canvas border.
             current = F.conv2d(
-                current, taps[j].reshape(-1, 1, 1, 3).expand(self.atom_channels, -1, -1, -1),
-                padding=(0, 1), groups=self.atom_channels,
+                current,
+                taps[j].reshape(-1, 1, 1, 3).expand(self.atom_channels, -1, -1, -1),
+                padding=(0, 1),
+                groups=self.atom_channels,
             )
             current = F.conv2d(
-                current, taps[j].reshape(-1, 1, 3, 1).expand(self.atom_channels, -1, -1, -1),
-                padding=(1, 0), groups=self.atom_channels,
+                current,
+                taps[j].reshape(-1, 1, 3, 1).expand(self.atom_channels, -1, -1, -1),
+                padding=(1, 0),
+                groups=self.atom_channels,
             )
             kernels.append(current)
         return torch.cat(kernels, dim=0)
@@ -167,7 +172,11 @@ class IndependentAtoms(nn.Module):
             self.logits = nn.ParameterList()
         else:
             self.radii = list(range(1, num_levels + 1))
-            shape = (lambda r: (2 * r + 1,)) if variant == "non_recursive" else (lambda r: (2 * r + 1, 2 * r + 1))
+            shape = (
+                (lambda r: (2 * r + 1,))
+                if variant == "non_recursive"
+                else (lambda r: (2 * r + 1, 2 * r + 1))
+            )
             self.logits = nn.ParameterList(nn.Parameter(torch.rand(shape(r))) for r in self.radii)
 
     @property
@@ -211,7 +220,9 @@ def build_atoms(
         return RecursiveAtoms(num_levels, per_channel=per_channel, symmetric=symmetric)
     if variant in ATOM_VARIANTS:
         return IndependentAtoms(variant, num_levels)
-    raise ValueError(f"unknown atom variant {variant!r}; expected one of {', '.join(ATOM_VARIANTS)}")
+    raise ValueError(
+        f"unknown atom variant {variant!r}; expected one of {', '.join(ATOM_VARIANTS)}"
+    )
 
 
 def atom_support(num_levels: int) -> int:
@@ -230,4 +241,3 @@ __all__ = [
     "gaussian_bank_radii",
     "symmetric_tap_kernel",
 ]
-

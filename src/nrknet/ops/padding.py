@@ -30,7 +30,7 @@ def reflect_pad(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor
             min(bottom, height - 1),
         )
         x = F.pad(x, step, mode="reflect")
-        left, right, top, bottom = (a - b for a, b in zip((left, right, top, bottom), step))
+        left, right, top, bottom = (a - b for a, b in zip((left, right, top, bottom), step, strict=True))
     return x
 
 

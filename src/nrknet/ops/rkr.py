@@ -26,7 +26,9 @@ class RKRBlur(nn.Module):
     def __init__(self, atoms: nn.Module, channels: int = 3, mixing: str = "conv1x1") -> None:
         super().__init__()
         if mixing not in MIXING_MODES:
-            raise ValueError(f"unknown mixing {mixing!r}; expected one of {', '.join(MIXING_MODES)}")
+            raise ValueError(
+                f"unknown mixing {mixing!r}; expected one of {', '.join(MIXING_MODES)}"
+            )
         self.atoms = atoms
         self.channels = channels
         self.mixing = mixing

@@ -1,0 +1,56 @@
+"""Run the benchmarks, print one table each and write benchmarks/results/<name>.json.
+
+Usage: python benchmarks/run_all.py [--quick] [--only model,synthetic,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from benchmarks.common import machine, save  # noqa: E402
+
+BENCHMARKS = {
+    "model": "benchmarks.bench_model",
+    "synthetic": "benchmarks.bench_synthetic",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, one repeat")
+    parser.add_argument(
+        "--only", default="", help="comma-separated subset of: " + ", ".join(BENCHMARKS)
+    )
+    args = parser.parse_args(argv)
+    selected = [s for s in args.only.split(",") if s] or list(BENCHMARKS)
+    unknown = [s for s in selected if s not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
+    console = Console()
+    info = machine()
+    console.print(f"[bold]machine[/]: {info['cpu']}, {info['cores']} cores, torch {info['torch']}")
+    for name in selected:
+        module = importlib.import_module(BENCHMARKS[name])
+        with console.status(f"running {name} benchmark"):
+            result = module.run(quick=args.quick)
+        table = Table(title=f"{name}{' (quick)' if args.quick else ''}")
+        table.add_column("measure")
+        table.add_column("value", justify="right")
+        for key, value in module.rows(result):
+            table.add_row(key, value)
+        console.print(table)
+        path = save(name + ("_quick" if args.quick else ""), {"quick": args.quick, **result})
+        console.print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

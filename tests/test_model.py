@@ -1,0 +1,157 @@
+"""NRKNet construction, shapes, variants, checkpoints and the converter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nrknet.checkpoint import CheckpointError, load_model, save_model
+from nrknet.convert import convert_file, from_official
+from nrknet.convert import main as convert_main
+from nrknet.models.nrknet import NRKNet, NRKNetOutput, count_parameters
+
+VARIANTS = {
+    "default": {},
+    "non_recursive": {"atoms": "non_recursive"},
+    "non_separable": {"atoms": "non_separable"},
+    "gaussian": {"atoms": "gaussian"},
+    "J15": {"num_levels": 15},
+    "J25": {"num_levels": 25},
+    "two_scales": {"num_scales": 2},
+    "four_scales": {"num_scales": 4},
+    "full_expansion": {"fusion": "full_expansion"},
+    "no_convlstm": {"recurrent": False},
+    "sum_mixing": {"mixing": "sum"},
+    "free_taps": {"symmetric_atoms": False},
+    "shared_free_taps": {"symmetric_atoms": False, "per_channel_atoms": False, "num_levels": 20},
+    "residual_gate": {"residual_gate": True},
+    "xavier": {"init": "xavier"},
+}
+
+
+def test_default_parameter_count_matches_reference():
+    assert count_parameters(NRKNet()) == 6_094_107
+
+
+def test_plain_unet_variant_has_similar_size():
+    full, plain = count_parameters(NRKNet()), count_parameters(NRKNet(recurrent=False))
+    assert abs(plain - full) / full < 0.01
+
+
+@pytest.mark.parametrize("size", [(64, 64), (50, 70)], ids=["64x64", "50x70"])
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_variant_forward_backward_keeps_size(name, size):
+    torch.manual_seed(0)
+    model = NRKNet(width=8, **VARIANTS[name])
+    blurry = torch.rand(2, 3, *size)
+    sharp = torch.rand(2, 3, *size)
+    out = model(blurry, sharp)
+    assert isinstance(out, NRKNetOutput)
+    scales = model.num_scales
+    assert len(out.scales) == scales + 1 and len(out.reblurred) == scales
+    assert out.output.shape == blurry.shape
+    for i, t in enumerate(out.reblurred):
+        factor = 2 ** (scales - 1 - i)
+        assert t.shape[-2:] == (-(-size[0] // factor), -(-size[1] // factor))
+        assert out.scales[i].shape == t.shape
+    loss = sum(t.square().mean() for t in out.scales + out.reblurred)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    model.eval()
+    with torch.no_grad():
+        pred = model(blurry)
+    assert pred.shape == blurry.shape and torch.isfinite(pred).all()
+
+
+def test_inference_equals_training_output():
+    torch.manual_seed(0)
+    model = NRKNet(width=8).eval()
+    blurry, sharp = torch.rand(2, 1, 3, 50, 70)
+    with torch.no_grad():
+        torch.testing.assert_close(model(blurry), model(blurry, sharp).output, rtol=0, atol=1e-6)
+
+
+def test_residual_gate_starts_as_identity():
+    model = NRKNet(width=8, residual_gate=True).eval()
+    blurry = torch.rand(1, 3, 32, 48)
+    with torch.no_grad():
+        assert torch.equal(model(blurry), blurry)
+
+
+def test_invalid_options_are_refused():
+    for kwargs, word in [
+        ({"atoms": "wavelet"}, "atoms"),
+        ({"num_scales": 5}, "num_scales"),
+        ({"fusion": "late"}, "fusion"),
+        ({"mixing": "attention"}, "mixing"),
+        ({"width": 0}, "width"),
+        ({"num_levels": 0}, "num_levels"),
+    ]:
+        with pytest.raises(ValueError, match=word):
+            NRKNet(**kwargs)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = NRKNet(width=8, num_levels=5, atoms="non_recursive", residual_gate=True)
+    save_model(model, tmp_path / "m.ckpt")
+    loaded = load_model(tmp_path / "m.ckpt")
+    assert loaded.config == model.config
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_converter_cli_writes_a_loadable_checkpoint(tmp_path, parity_fixture, capsys):
+    src = tmp_path / "ref.pth"
+    torch.save(parity_fixture["state_dict"], src)
+    dst = tmp_path / "nrknet.ckpt"
+    assert convert_main([str(src), str(dst)]) == 0
+    model = load_model(dst).eval()
+    with torch.no_grad():
+        out = model(parity_fixture["blurry_bgr"].flip(1))
+    torch.testing.assert_close(out, parity_fixture["output_bgr"].flip(1), rtol=0, atol=1e-5)
+    # never overwrites without being asked
+    assert convert_main([str(src), str(dst)]) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+def test_converter_names_missing_and_mismatched_keys(parity_fixture):
+    state = dict(parity_fixture["state_dict"])
+    del state["APU.conv_atten.conv.bias"]
+    with pytest.raises(CheckpointError, match="missing keys: APU.conv_atten.conv.bias"):
+        from_official(state)
+    state = dict(parity_fixture["state_dict"])
+    state["Encoder.1.layers.0.main.0.main.0.weight"] = torch.zeros(16, 16, 5, 5)
+    with pytest.raises(CheckpointError, match=r"Encoder\.1\.layers\.0\.main\.0\.main\.0\.weight"):
+        from_official(state)
+    with pytest.raises(CheckpointError, match="unexpected keys: extra.weight"):
+        from_official({**parity_fixture["state_dict"], "extra.weight": torch.zeros(1)})
+
+
+def test_converter_rejects_truncated_file(tmp_path, parity_fixture, capsys):
+    src = tmp_path / "ref.pth"
+    torch.save(parity_fixture["state_dict"], src)
+    data = src.read_bytes()
+    src.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="cannot read"):
+        convert_file(src, tmp_path / "out.ckpt")
+    assert convert_main([str(src), str(tmp_path / "out.ckpt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nrknet-convert: error:") and "Traceback" not in err
+    assert not (tmp_path / "out.ckpt").exists()
+
+
+def test_load_model_refuses_foreign_checkpoints(tmp_path, parity_fixture):
+    ref = tmp_path / "ref.pth"
+    torch.save(parity_fixture["state_dict"], ref)
+    with pytest.raises(CheckpointError, match="nrknet-convert"):
+        load_model(ref)
+    other = tmp_path / "other.ckpt"
+    torch.save(
+        {"state_dict": {"model.x": torch.zeros(1)}, "nrknet": {"model_config": {"width": 8}}}, other
+    )
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_model(other)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_model(tmp_path / "missing.ckpt")

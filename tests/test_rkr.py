@@ -1,0 +1,124 @@
+"""The RKR atoms and blur operator."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nrknet.models.nrknet import NRKNet
+from nrknet.ops.atoms import ATOM_VARIANTS, RecursiveAtoms, build_atoms, gaussian_bank
+from nrknet.ops.rkr import RKRBlur, explicit_spatially_varying_blur
+
+
+def random_operator(seed: int = 0, **atom_kwargs) -> RKRBlur:
+    torch.manual_seed(seed)
+    op = RKRBlur(RecursiveAtoms(21, **atom_kwargs), mixing="conv1x1")
+    with torch.no_grad():
+        op.atoms.logits.normal_(0, 1.5)
+    return op
+
+
+def test_operator_equals_explicit_spatially_varying_convolution():
+    op = random_operator()
+    x = torch.rand(2, 3, 48, 56)
+    gamma = torch.randn(2, 22, 48, 56)
+    with torch.no_grad():
+        fast = op(x, gamma)
+        explicit = explicit_spatially_varying_blur(x, op, gamma, band_rows=16)
+    assert op.atoms.effective_kernels().shape == (22, 3, 43, 43)
+    torch.testing.assert_close(fast, explicit, rtol=0, atol=1e-5)
+
+
+def test_operator_equals_explicit_with_sum_mixing_on_small_image():
+    torch.manual_seed(1)
+    op = RKRBlur(RecursiveAtoms(21), mixing="sum")
+    x = torch.rand(1, 3, 20, 30)  # smaller than the 43x43 support: mirrored extension
+    gamma = torch.rand(1, 22, 20, 30).softmax(dim=1)  # a convex mix keeps values near 1
+    with torch.no_grad():
+        torch.testing.assert_close(
+            op(x, gamma), explicit_spatially_varying_blur(x, op, gamma), rtol=0, atol=1e-5
+        )
+
+
+def test_free_atoms_match_explicit_away_from_borders():
+    op = random_operator(2, symmetric=False)
+    x = torch.rand(1, 3, 64, 64)
+    gamma = torch.randn(1, 22, 64, 64)
+    with torch.no_grad():
+        fast = op(x, gamma)[..., 21:-21, 21:-21]
+        explicit = explicit_spatially_varying_blur(x, op, gamma)[..., 21:-21, 21:-21]
+    torch.testing.assert_close(fast, explicit, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["non_recursive", "non_separable", "gaussian"])
+def test_independent_atoms_match_explicit(variant):
+    torch.manual_seed(3)
+    op = RKRBlur(build_atoms(variant, 8), mixing="conv1x1")
+    x = torch.rand(1, 3, 24, 28)
+    gamma = torch.randn(1, 9, 24, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            op(x, gamma), explicit_spatially_varying_blur(x, op, gamma), rtol=0, atol=1e-5
+        )
+
+
+ATOM_SETTINGS = [
+    dict(atoms="recursive"),
+    dict(atoms="recursive", symmetric_atoms=False),
+    dict(atoms="recursive", per_channel_atoms=False, symmetric_atoms=False),
+    dict(atoms="non_recursive"),
+    dict(atoms="non_separable"),
+]
+
+
+@pytest.mark.parametrize(
+    "settings", ATOM_SETTINGS, ids=lambda s: "-".join(str(v) for v in s.values())
+)
+def test_learned_atoms_are_positive_and_normalised(settings):
+    model = NRKNet(width=4, num_levels=6, **settings)
+    with torch.no_grad():
+        for p in model.atoms.parameters():
+            p.normal_(0, 3)
+    kernels = model.atoms.effective_kernels()
+    assert (kernels >= 0).all()
+    torch.testing.assert_close(kernels.sum(dim=(-1, -2)), torch.ones(kernels.shape[:2]))
+
+
+def test_gaussian_bank_matches_gkmnet_layout():
+    bank = gaussian_bank(21)
+    assert [k.shape[0] for k in bank[:6]] == [3, 3, 5, 5, 7, 7]
+    assert max(k.shape[0] for k in bank) == 21
+    assert sum(21 * 21 for _ in bank) == 9261  # zero-padded to 21x21, as counted in Table 3
+    for k in bank:
+        assert torch.isclose(k.sum(), torch.tensor(1.0))
+    model = NRKNet(width=4, atoms="gaussian")
+    assert not list(model.atoms.parameters())
+
+
+@pytest.mark.parametrize("variant", ["recursive", "non_recursive", "non_separable"])
+def test_gradients_reach_atoms_and_coefficient_head(variant):
+    torch.manual_seed(0)
+    model = NRKNet(width=4, num_levels=5, atoms=variant)
+    blurry, sharp = torch.rand(2, 1, 3, 32, 32)
+    out = model(blurry, sharp)
+    loss = sum(
+        ((s - torch.nn.functional.interpolate(sharp, size=s.shape[-2:])) ** 2).mean()
+        for s in out.scales
+    )
+    loss = loss + sum(r.mean() for r in out.reblurred)
+    loss.backward()
+    for name, p in model.named_parameters():
+        if name.startswith(("blur.atoms", "coefficients")):
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_table3_parameter_counts_of_the_atom_banks():
+    """The RKR-related counts of Table 3 (20 atoms besides the identity)."""
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(build_atoms("recursive", 20, per_channel=False, symmetric=False)) == 60
+    assert count(build_atoms("non_recursive", 20)) == 440
+    assert count(build_atoms("non_separable", 20)) == 12340
+    assert (
+        count(build_atoms("recursive", 21)) == 126
+    )  # the reference's 21 symmetric per-channel levels
+    assert set(ATOM_VARIANTS) == {"recursive", "non_recursive", "non_separable", "gaussian"}
