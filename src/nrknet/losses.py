@@ -206,7 +206,9 @@ class NRKNetLoss(nn.Module):
         if alpha < 0 or beta < 0:
             raise ValueError(f"alpha and beta must be non-negative, got {alpha} and {beta}")
         if fdr_norm not in FDR_NORMS:
-            raise ValueError(f"unknown fdr_norm {fdr_norm!r}; expected one of {', '.join(FDR_NORMS)}")
+            raise ValueError(
+                f"unknown fdr_norm {fdr_norm!r}; expected one of {', '.join(FDR_NORMS)}"
+            )
         if target_downsample not in TARGET_DOWNSAMPLE_MODES:
             raise ValueError(
                 f"unknown target_downsample {target_downsample!r}; "
@@ -224,7 +226,9 @@ class NRKNetLoss(nn.Module):
                 "period": int(ssim_phases["period"]),
             }
             if self.ssim_phases["period"] < 2 or self.ssim_phases["start_epoch"] < 0:
-                raise ValueError(f"ssim_phases needs start_epoch >= 0 and period >= 2, got {ssim_phases}")
+                raise ValueError(
+                    f"ssim_phases needs start_epoch >= 0 and period >= 2, got {ssim_phases}"
+                )
         self.reblur_weights = None if reblur_weights is None else [float(w) for w in reblur_weights]
 
     def extra_repr(self) -> str:
@@ -296,7 +300,9 @@ class NRKNetLoss(nn.Module):
             return fdr_loss(z, x, self.fdr_norm)
 
         mse = weighted(mse_loss, supervised, out.scales, targets, weights, not ssim_phase)
-        fdr_term = weighted(fdr, supervised, out.scales, targets, weights, not ssim_phase and self.beta > 0)
+        fdr_term = weighted(
+            fdr, supervised, out.scales, targets, weights, not ssim_phase and self.beta > 0
+        )
         reblur_targets = self.targets(blurry, out.reblurred, self.target_downsample)
         reblur = weighted(
             reblur_loss,

@@ -24,7 +24,7 @@ import os
 import tempfile
 import urllib.request
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import kornia
@@ -144,7 +144,9 @@ def ssim(
         raise ValueError(
             f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {tuple(pred.shape[-2:])}"
         )
-    ssim_map = kornia.metrics.ssim(pred, target, SSIM_WINDOW, max_val=PEAK, eps=0.0, padding="valid")
+    ssim_map = kornia.metrics.ssim(
+        pred, target, SSIM_WINDOW, max_val=PEAK, eps=0.0, padding="valid"
+    )
     return ssim_map.flatten(1).mean(dim=1)
 
 
@@ -195,20 +197,49 @@ def _how_to_provide(path: Path) -> str:
 
 
 def _build_lpips(path: Path) -> nn.Module:
-    """LPIPS (AlexNet, v0.1) with the trunk loaded from ``path``, in eval mode, frozen, on the CPU."""
+    """LPIPS (AlexNet, v0.1) with the trunk read from ``path``, in eval mode, frozen, on the CPU.
+
+    ``path`` holds a torchvision AlexNet state dict; only its ``features.*``
+    entries (the convolutional trunk) are used, the classifier may be absent.
+    """
     import lpips as lpips_pkg
-    import torchvision
 
     state = torch.load(path, map_location="cpu", weights_only=True)
-    alexnet = torchvision.models.alexnet(weights=None)
-    alexnet.load_state_dict(state)
+    if not isinstance(state, Mapping):
+        raise MetricsError(f"{path} does not hold a state dict")
     with warnings.catch_warnings():
-        # pnet_rand=True builds the trunk without torchvision's download; we fill it in below.
+        # pnet_rand=True builds the trunk without torchvision's download; it is filled in below.
         warnings.simplefilter("ignore")
         model = lpips_pkg.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False)
-    for slice_ in (model.net.slice1, model.net.slice2, model.net.slice3, model.net.slice4, model.net.slice5):
-        for index, layer in slice_.named_children():
-            layer.load_state_dict(alexnet.features[int(index)].state_dict())
+    layers = [
+        (index, layer)
+        for slice_ in (
+            model.net.slice1,
+            model.net.slice2,
+            model.net.slice3,
+            model.net.slice4,
+            model.net.slice5,
+        )
+        for index, layer in slice_.named_children()
+    ]
+    expected = {
+        f"features.{index}.{name}" for index, layer in layers for name in layer.state_dict()
+    }
+    found = {k for k in state if isinstance(k, str) and k.startswith("features.")}
+    if found != expected:
+        raise MetricsError(
+            f"{path} is not a torchvision AlexNet checkpoint "
+            f"(missing {sorted(expected - found)}, unexpected {sorted(found - expected)})"
+        )
+    for index, layer in layers:
+        prefix = f"features.{index}."
+        layer.load_state_dict(
+            {
+                k[len(prefix) :]: v
+                for k, v in state.items()
+                if k in expected and k.startswith(prefix)
+            }
+        )
     model.eval()
     for param in model.parameters():
         param.requires_grad_(False)
@@ -324,7 +355,9 @@ class ImageQualityMetrics(Metric):
     ) -> None:
         super().__init__(**kwargs)
         if lpips not in LPIPS_MODES:
-            raise ValueError(f"unknown LPIPS mode {lpips!r}; expected one of {', '.join(LPIPS_MODES)}")
+            raise ValueError(
+                f"unknown LPIPS mode {lpips!r}; expected one of {', '.join(LPIPS_MODES)}"
+            )
         self.lpips_mode = lpips
         self.score_crop = None if score_crop is None else tuple(int(c) for c in score_crop)
         self.download = download
@@ -356,7 +389,9 @@ class ImageQualityMetrics(Metric):
             "input_psnr": nan,
             "input_ssim": nan,
         }
-        distance = lpips_distance(pred, target, crop=crop, mode=self.lpips_mode, download=self.download)
+        distance = lpips_distance(
+            pred, target, crop=crop, mode=self.lpips_mode, download=self.download
+        )
         if distance is not None:
             values["lpips"] = distance
         if blurry is not None:

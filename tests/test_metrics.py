@@ -1,0 +1,323 @@
+"""Evaluation metrics: PSNR / SSIM under the paper's protocol, LPIPS loading, the accumulator."""
+
+from __future__ import annotations
+
+import math
+import urllib.error
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from nrknet import metrics
+from nrknet.metrics import (
+    ALEXNET_FILENAME,
+    RTF_SCORE_CROP,
+    ImageQualityMetrics,
+    MetricsError,
+    alexnet_weights_path,
+    apply_score_crop,
+    get_lpips_model,
+    lpips_distance,
+    psnr,
+    quantize_8bit,
+    ssim,
+)
+
+
+def _pair(
+    seed: int, shape=(2, 3, 40, 52), noise: float = 0.08
+) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    target = torch.rand(shape, generator=g)
+    # smooth the target a little so that SSIM is not dominated by noise
+    target = torch.nn.functional.avg_pool2d(target, 3, stride=1, padding=1, count_include_pad=False)
+    pred = target + noise * torch.randn(shape, generator=g)
+    return pred, target
+
+
+def _to_hwc_uint8(x: torch.Tensor) -> np.ndarray:
+    return quantize_8bit(x).permute(1, 2, 0).numpy().astype(np.float64)
+
+
+# ----------------------------------------------------------------------------- PSNR
+
+
+@pytest.mark.parametrize("error", [1, 5, 40])
+def test_psnr_uniform_error_by_hand(error: int) -> None:
+    target = torch.full((1, 3, 16, 16), 100 / 255)
+    pred = torch.full((1, 3, 16, 16), (100 + error) / 255)
+    assert psnr(pred, target).item() == pytest.approx(20 * math.log10(255 / error), abs=1e-9)
+
+
+def test_psnr_matches_skimage() -> None:
+    pred, target = _pair(0)
+    values = psnr(pred, target)
+    assert values.shape == (2,) and values.dtype == torch.float64
+    for i in range(2):
+        expected = peak_signal_noise_ratio(
+            _to_hwc_uint8(target[i]), _to_hwc_uint8(pred[i]), data_range=255
+        )
+        assert values[i].item() == pytest.approx(expected, abs=1e-9)
+
+
+def test_rounding_to_8bit() -> None:
+    target = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(1))
+    target = quantize_8bit(target) / 255  # exact 8-bit levels
+    below_half_step = target + 0.4 / 255
+    assert torch.isinf(psnr(below_half_step, target)).all()
+    assert ssim(below_half_step, target).item() == pytest.approx(1.0, abs=1e-12)
+    # without rounding the same images differ
+    assert torch.isfinite(psnr(below_half_step, target, quantize=False)).all()
+    # 0.6 of a step rounds to the next level: an error of one level everywhere
+    above_half_step = (target + 0.6 / 255).clamp(max=1.0)
+    changed = (quantize_8bit(above_half_step) != quantize_8bit(target)).double().mean()
+    expected = 10 * math.log10(255**2 / changed.item())
+    assert psnr(above_half_step, target).item() == pytest.approx(expected, abs=1e-9)
+
+
+def test_prediction_is_clipped() -> None:
+    target = torch.zeros(1, 3, 16, 16)
+    target[..., :8] = 1.0
+    pred = target.clone()
+    pred[..., :8] = 1.7
+    pred[..., 8:] = -0.3
+    assert torch.isinf(psnr(pred, target)).all()
+    assert ssim(pred, target).item() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_psnr_is_per_image_then_averaged() -> None:
+    target = torch.full((2, 3, 16, 16), 0.5)
+    pred = target.clone()
+    pred[0] += 2 / 255
+    pred[1] += 20 / 255
+    values = psnr(pred, target)
+    expected = [20 * math.log10(255 / 2), 20 * math.log10(255 / 20)]
+    assert values.tolist() == pytest.approx(expected, abs=1e-9)
+    acc = ImageQualityMetrics(lpips="off")
+    acc.update(pred, target, ["a", "b"])
+    mean = acc.summary()["psnr"]
+    assert mean == pytest.approx(sum(expected) / 2, abs=1e-9)
+    pooled = 10 * math.log10(255**2 / ((2**2 + 20**2) / 2))
+    assert abs(mean - pooled) > 1.0
+
+
+# ----------------------------------------------------------------------------- SSIM
+
+
+@pytest.mark.parametrize(
+    ("seed", "shape"), [(0, (2, 3, 40, 52)), (3, (1, 3, 33, 27)), (4, (1, 1, 11, 11))]
+)
+def test_ssim_matches_skimage(seed: int, shape) -> None:
+    pred, target = _pair(seed, shape, noise=0.15)
+    values = ssim(pred, target)
+    assert values.shape == (shape[0],)
+    for i in range(shape[0]):
+        expected = structural_similarity(
+            _to_hwc_uint8(pred[i]),
+            _to_hwc_uint8(target[i]),
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=255,
+            channel_axis=2,
+        )
+        assert values[i].item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_ssim_identical_and_symmetric() -> None:
+    pred, target = _pair(5)
+    assert torch.allclose(ssim(target, target), torch.ones(2, dtype=torch.float64))
+    assert torch.allclose(ssim(pred, target), ssim(target, pred))
+    with pytest.raises(ValueError, match="at least 11x11"):
+        ssim(pred[..., :10, :], target[..., :10, :])
+
+
+def test_shape_mismatch_is_an_error() -> None:
+    with pytest.raises(ValueError, match="differ in shape"):
+        psnr(torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 17))
+    with pytest.raises(ValueError, match="batch"):
+        ssim(torch.zeros(3, 16, 16), torch.zeros(3, 16, 16))
+
+
+# ----------------------------------------------------------------------------- RTF crop
+
+
+def test_rtf_score_crop() -> None:
+    g = torch.Generator().manual_seed(6)
+    target = torch.rand(1, 3, 368, 368, generator=g)
+    cropped = apply_score_crop(target, RTF_SCORE_CROP)
+    assert cropped.shape[-2:] == (360, 360)  # rows and columns 4..363 inclusive
+    assert torch.equal(cropped, target[..., 4:364, 4:364])
+    assert apply_score_crop(target, None) is target
+    # differences outside the scored region are ignored
+    pred = target.clone()
+    pred[..., :4, :] = 1 - pred[..., :4, :]
+    pred[..., 364:] = 0.0
+    assert torch.isinf(psnr(pred, target, crop=RTF_SCORE_CROP)).all()
+    assert ssim(pred, target, crop=RTF_SCORE_CROP).item() == pytest.approx(1.0, abs=1e-12)
+    assert psnr(pred, target).item() < 30
+    # inside it counts
+    pred[..., 4, 4] += 0.5
+    assert torch.isfinite(psnr(pred, target, crop=RTF_SCORE_CROP)).all()
+    with pytest.raises(ValueError, match="exceeds"):
+        apply_score_crop(target[..., :300, :300], RTF_SCORE_CROP)
+    with pytest.raises(ValueError, match="start < stop"):
+        apply_score_crop(target, (10, 5))
+
+
+# ----------------------------------------------------------------------------- LPIPS
+
+
+@pytest.fixture
+def lpips_state(monkeypatch, tmp_path):
+    """An empty TORCH_HOME, downloads failing fast, and a fresh LPIPS cache."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    calls = []
+
+    def failing_fetch(url, dest, timeout=None):
+        calls.append(url)
+        raise urllib.error.URLError("no network in tests")
+
+    monkeypatch.setattr(metrics, "_fetch", failing_fetch)
+    metrics.reset_lpips_cache()
+    yield calls
+    metrics.reset_lpips_cache()
+
+
+def _write_stand_in_alexnet(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A randomly initialised torchvision AlexNet trunk under the checkpoint's expected name."""
+    import torchvision
+
+    torch.manual_seed(seed)
+    net = torchvision.models.AlexNet()
+    state = {f"features.{k}": v for k, v in net.features.state_dict().items()}
+    state["classifier.1.weight"] = torch.zeros(2, 2)  # other entries are ignored
+    path = alexnet_weights_path()
+    path.parent.mkdir(parents=True)
+    torch.save(state, path)
+    return state
+
+
+def test_alexnet_path_follows_torch_home(lpips_state, tmp_path) -> None:
+    path = alexnet_weights_path()
+    assert path == tmp_path / "torch_home" / "hub" / "checkpoints" / ALEXNET_FILENAME
+
+
+def test_lpips_with_stand_in_weights(lpips_state) -> None:
+    state = _write_stand_in_alexnet()
+    pred, target = _pair(7, (2, 3, 64, 64), noise=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        values = lpips_distance(pred, target, mode="required")
+    assert values is not None and values.shape == (2,)
+    assert torch.isfinite(values).all() and (values > 0).all()
+    assert lpips_distance(target, target).abs().max().item() < 1e-6
+    model = get_lpips_model("cpu")
+    assert model is get_lpips_model("cpu")  # built once, cached
+    assert not model.training
+    assert all(not p.requires_grad for p in model.parameters())
+    assert torch.equal(model.net.slice1[0].weight, state["features.0.weight"])
+    assert torch.equal(getattr(model.net.slice5, "10").bias, state["features.10.bias"])
+    assert lpips_state == []  # the file was there: no download attempted
+    # the accumulator reports it
+    acc = ImageQualityMetrics(lpips="auto")
+    acc.update(pred, target, ["x", "y"])
+    assert acc.summary()["lpips"] == pytest.approx(values.mean().item(), rel=1e-6)
+    assert [row["lpips"] for row in acc.per_image()] == pytest.approx(values.tolist(), rel=1e-6)
+
+
+def test_lpips_rejects_a_foreign_checkpoint(lpips_state) -> None:
+    path = alexnet_weights_path()
+    path.parent.mkdir(parents=True)
+    torch.save({"conv.weight": torch.zeros(1)}, path)
+    with pytest.raises(MetricsError, match="not a torchvision AlexNet"):
+        get_lpips_model(mode="required")
+
+
+def test_lpips_unavailable_warns_once(lpips_state) -> None:
+    pred, target = _pair(8, (1, 3, 32, 32))
+    with pytest.warns(RuntimeWarning, match="LPIPS unavailable") as record:
+        assert lpips_distance(pred, target) is None
+        assert lpips_distance(pred, target) is None
+        acc = ImageQualityMetrics()
+        acc.update(pred, target, ["only"])
+    assert len([w for w in record if "LPIPS" in str(w.message)]) == 1
+    assert ALEXNET_FILENAME in str(record[0].message)
+    assert len(lpips_state) == 1  # the failed download is not retried
+    summary = acc.summary()
+    assert summary["lpips"] is None and summary["count"] == 1
+    assert acc.per_image()[0]["lpips"] is None
+    assert math.isnan(acc.compute()["lpips"].item())
+
+
+def test_lpips_required_raises_with_instructions(lpips_state) -> None:
+    with pytest.raises(MetricsError) as info:
+        get_lpips_model(mode="required")
+    message = str(info.value)
+    assert ALEXNET_FILENAME in message and "hub/checkpoints" in message
+    acc = ImageQualityMetrics(lpips="required")
+    pred, target = _pair(9, (1, 3, 16, 16))
+    with pytest.raises(MetricsError):
+        acc.update(pred, target)
+
+
+def test_lpips_off_and_no_download(lpips_state) -> None:
+    pred, target = _pair(10, (1, 3, 16, 16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert lpips_distance(pred, target, mode="off") is None
+        acc = ImageQualityMetrics(lpips="off")
+        acc.update(pred, target)
+    assert acc.summary()["lpips"] is None
+    assert lpips_state == []
+    with pytest.raises(MetricsError, match="downloading is disabled"):
+        get_lpips_model(mode="required", download=False)
+    assert lpips_state == []
+    with pytest.raises(ValueError, match="LPIPS mode"):
+        ImageQualityMetrics(lpips="sometimes")
+
+
+# ----------------------------------------------------------------------------- accumulator
+
+
+def test_accumulator_per_image_and_summary() -> None:
+    acc = ImageQualityMetrics(lpips="off")
+    pred1, target1 = _pair(11, (2, 3, 24, 24))
+    pred2, target2 = _pair(12, (1, 3, 32, 20))
+    blurry1 = (target1 + 0.2).clamp(0, 1)
+    acc.update(pred1, target1, ["a", "b"], blurry=blurry1)
+    acc.update(pred2, target2, ["c"])
+    rows = acc.per_image()
+    assert [r["name"] for r in rows] == ["a", "b", "c"]
+    expected_psnr = torch.cat([psnr(pred1, target1), psnr(pred2, target2)]).tolist()
+    expected_ssim = torch.cat([ssim(pred1, target1), ssim(pred2, target2)]).tolist()
+    assert [r["psnr"] for r in rows] == pytest.approx(expected_psnr)
+    assert [r["ssim"] for r in rows] == pytest.approx(expected_ssim)
+    input_psnr = psnr(blurry1, target1).tolist()
+    assert [r["input_psnr"] for r in rows[:2]] == pytest.approx(input_psnr)
+    assert rows[2]["input_psnr"] is None and rows[2]["input_ssim"] is None
+    assert all(r["lpips"] is None for r in rows)
+    summary = acc.summary()
+    assert summary["count"] == 3
+    assert summary["psnr"] == pytest.approx(float(np.mean(expected_psnr)))
+    assert summary["ssim"] == pytest.approx(float(np.mean(expected_ssim)))
+    assert summary["input_psnr"] == pytest.approx(float(np.mean(input_psnr)))
+    acc.reset()
+    assert acc.per_image() == [] and acc.names == []
+    acc.update(pred2, target2)
+    assert acc.per_image()[0]["name"] == "image_00000"
+    with pytest.raises(ValueError, match="names"):
+        acc.update(pred1, target1, ["one"])
+
+
+def test_accumulator_score_crop() -> None:
+    pred, target = _pair(13, (1, 3, 368, 368))
+    acc = ImageQualityMetrics(lpips="off", score_crop=[4, 364])
+    acc.update(pred, target, ["rtf"], blurry=target)
+    row = acc.per_image()[0]
+    assert row["psnr"] == pytest.approx(psnr(pred, target, crop=RTF_SCORE_CROP).item())
+    assert row["ssim"] == pytest.approx(ssim(pred, target, crop=RTF_SCORE_CROP).item())
+    assert row["input_psnr"] == math.inf
