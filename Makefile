@@ -40,5 +40,22 @@ format: $(STAMP) ## Format and fix with ruff
 bench: $(STAMP) ## Run the benchmarks (prints tables, writes benchmarks/results/*.json)
 	$(BIN)/python benchmarks/run_all.py $(ARGS)
 
+train: $(STAMP) ## Train: make train [EXP=quickstart] [ARGS="hydra overrides"]
+	$(BIN)/nrknet-train experiment=$(EXP) $(ARGS)
+
+eval: $(STAMP) ## Score a checkpoint: make eval CKPT=path.ckpt [DATA=synthetic|dpdd|lfdof|...] [ARGS=...]
+	@if [ -z "$(CKPT)" ]; then echo "usage: make eval CKPT=path/to/checkpoint.ckpt [DATA=dpdd] [ARGS='split=val ...']" >&2; exit 2; fi
+	$(BIN)/nrknet-eval ckpt_path=$(CKPT) data=$(DATA) $(ARGS)
+
+predict: $(STAMP) ## Deblur photos: make predict IN=photos/ OUT=deblurred/ CKPT=path.ckpt [ARGS=...]
+	@if [ -z "$(IN)" ] || [ -z "$(OUT)" ] || [ -z "$(CKPT)" ]; then echo "usage: make predict IN=photos/ OUT=out/ CKPT=model.ckpt [ARGS='--tile 512']" >&2; exit 2; fi
+	$(BIN)/nrknet-predict "$(IN)" --out "$(OUT)" --ckpt "$(CKPT)" $(ARGS)
+
+SWEEP_DIR ?= logs/sweeps/$(STUDY)/$(shell date +%Y-%m-%d_%H-%M-%S)
+sweep: $(STAMP) ## Run a paper study as a multirun and collect its table: make sweep STUDY=table3_rkr [ARGS=...]
+	@test -f experiments/$(STUDY)/sweep.txt || { echo "unknown study $(STUDY); see experiments/" >&2; exit 2; }
+	$(BIN)/nrknet-train -m $$(cat experiments/$(STUDY)/sweep.txt) hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
+	$(BIN)/python experiments/collect.py --study $(STUDY) --runs $(SWEEP_DIR)
+
 clean: ## Remove caches and run outputs (keeps .venv and data)
 	rm -rf .pytest_cache .ruff_cache outputs multirun

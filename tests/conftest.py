@@ -15,3 +15,57 @@ FIXTURES = Path(__file__).parent / "fixtures"
 @pytest.fixture(scope="session")
 def parity_fixture() -> dict:
     return torch.load(FIXTURES / "nrknet_reference_parity_w8.pt", weights_only=True)
+
+
+# ---------------------------------------------------------------- Hydra composition for framework tests
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def tiny_overrides(data_dir: Path, out_dir: Path) -> list[str]:
+    """Small synthetic data and a narrow model, so a CPU run takes seconds."""
+    return [
+        f"paths.root_dir={out_dir}",
+        f"paths.data_dir={data_dir}",
+        f"paths.log_dir={out_dir}/logs",
+        f"paths.output_dir={out_dir}",
+        "data=synthetic",
+        "data.num_train=6",
+        "data.num_val=2",
+        "data.num_test=2",
+        "data.size=64",
+        "data.max_coc=4",
+        "data.crop_size=32",
+        "data.batch_size=2",
+        "data.num_workers=0",
+        "data.progress=false",
+        "trainer=cpu",
+        "trainer.enable_progress_bar=false",
+        "~callbacks.progress_bar",
+        "logger=csv",
+        "metrics.lpips=off",
+        "model.width=4",
+    ]
+
+
+@pytest.fixture(scope="package")
+def compose_train():
+    """Compose ``conf/train.yaml`` with overrides, as ``nrknet-train`` would (Hydra config included)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    def _compose(overrides: list[str], config_name: str = "train"):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        return cfg
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def synthetic_data_dir(tmp_path_factory) -> Path:
+    """One tiny synthetic set shared by the framework tests (rendered on first use)."""
+    return tmp_path_factory.mktemp("data")

@@ -1,0 +1,66 @@
+"""nrknet-eval: score a checkpoint on every test set of a data config (or its validation split)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from nrknet.checkpoint import load_model
+from nrknet.module import NRKNetModule
+from nrknet.reporting import print_run_summary, write_reports
+from nrknet.utils import CONFIG_DIR, clean_errors, instantiate_group
+
+log = logging.getLogger("nrknet.eval")
+
+
+def evaluate(cfg: DictConfig) -> float | None:
+    """Returns the mean PSNR over the scored images of the first dataset."""
+    if cfg.split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', got {cfg.split!r}")
+    torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
+    L.seed_everything(cfg.seed, workers=True)
+    net = load_model(cfg.ckpt_path)
+    out_dir = Path(cfg.paths.output_dir)
+    module = NRKNetModule(
+        net,
+        lpips=cfg.metrics.lpips,
+        save_images_dir=str(out_dir / "images") if cfg.get("save_images") else None,
+    )
+    datamodule = instantiate(cfg.data)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, logger=instantiate_group(cfg.get("logger")) or False, callbacks=[], max_epochs=1
+    )
+    if cfg.split == "test":
+        trainer.test(module, datamodule=datamodule)
+    else:
+        datamodule.prepare_data()
+        datamodule.setup("validate")
+        trainer.nrknet_test_set_names = ["val"]
+        trainer.test(module, dataloaders=datamodule.val_dataloader())
+    results = module.test_results
+    if not trainer.is_global_zero:
+        return None
+    files = write_reports(results, out_dir, extra={"checkpoint": str(cfg.ckpt_path), "split": cfg.split})
+    print_run_summary(
+        f"nrknet-eval ({cfg.split})",
+        results,
+        {"checkpoint": cfg.ckpt_path, "per-image scores": files["per_image"], "summary": files["summary"], "table": files["table"]},
+    )
+    first = next(iter(results.values()), None)
+    return None if first is None else first["summary"]["psnr"]
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+@clean_errors("nrknet-eval")
+def main(cfg: DictConfig) -> float | None:
+    return evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""The LightningModule: NRKNet, its losses, validation and test scoring."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from nrknet.metrics import ImageQualityMetrics
+from nrknet.models.nrknet import NRKNet
+
+log = logging.getLogger(__name__)
+
+LOSS_TERMS = ("mse", "fdr", "reblur", "ssim")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class NRKNetModule(L.LightningModule):
+    """Trains NRKNet with the multi-scale loss; validates and tests with the paper's protocol.
+
+    ``net``: the network; ``loss``: an :class:`nrknet.losses.NRKNetLoss` (may be
+    ``None`` for evaluation only); ``optimizer`` / ``scheduler``: partials
+    taking the parameters / the optimizer (Hydra ``_partial_: true``).
+    """
+
+    def __init__(
+        self,
+        net: NRKNet,
+        loss: nn.Module | None = None,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        num_logged_images: int = 3,
+        log_images_every_n_epochs: int = 1,
+        skip_nonfinite: bool = False,
+        lpips: str = "auto",
+        save_images_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "loss"], logger=False)
+        self.model = net
+        self.criterion = loss
+        self.val_metrics = ImageQualityMetrics(lpips="off")
+        self.test_metrics = nn.ModuleList()
+        self.test_set_names: list[str] = []
+        self.test_results: dict[str, dict[str, Any]] = {}
+        self.skipped_nonfinite = 0
+        self._val_images: list[np.ndarray] = []
+
+    # ------------------------------------------------------------------ inference
+    def forward(self, blurry: torch.Tensor) -> torch.Tensor:
+        return self.model(blurry)
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        if self.criterion is None:
+            raise RuntimeError("NRKNetModule was built without a loss; it can evaluate but not train")
+        blurry, sharp = batch["blurry"], batch["sharp"]
+        out = self.model(blurry, sharp)
+        terms = self.criterion(out, blurry, sharp, epoch=self.current_epoch)
+        loss = terms["loss"]
+        if not torch.isfinite(loss):
+            detail = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+            if self.hparams.skip_nonfinite:
+                self.skipped_nonfinite += 1
+                log.warning("skipping batch at step %d: non-finite loss (%s)", self.global_step, detail)
+                self.log("train/skipped_nonfinite", float(self.skipped_nonfinite), on_step=True)
+                return None
+            raise NonFiniteLossError(
+                f"non-finite training loss at epoch {self.current_epoch}, step {self.global_step}: {detail}. "
+                "Lower the learning rate, check the data, or set skip_nonfinite=true to skip such batches."
+            )
+        batch_size = blurry.shape[0]
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size)
+        for key in LOSS_TERMS:
+            if key in terms:
+                self.log(f"train/{key}", terms[key], on_step=True, on_epoch=True, batch_size=batch_size)
+        if self.model.gate is not None:
+            self.log("train/gate", self.model.gate.detach(), on_step=False, on_epoch=True)
+        return loss
+
+    def configure_optimizers(self):
+        if self.hparams.optimizer is None:
+            raise RuntimeError("no optimizer configured")
+        optimizer = self.hparams.optimizer(params=self.parameters())
+        if self.hparams.scheduler is None:
+            return optimizer
+        scheduler = self.hparams.scheduler(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    # ------------------------------------------------------------------ validation
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        blurry, sharp = batch["blurry"], batch["sharp"]
+        pred = self.model(blurry)
+        self.val_metrics.update(pred, sharp, batch["name"], blurry=blurry)
+        if self._log_images_now() and len(self._val_images) < self.hparams.num_logged_images:
+            from nrknet.viz import comparison_strip
+
+            for i in range(min(blurry.shape[0], self.hparams.num_logged_images - len(self._val_images))):
+                self._val_images.append(comparison_strip(blurry[i], pred[i], sharp[i]))
+
+    def _log_images_now(self) -> bool:
+        every = self.hparams.log_images_every_n_epochs
+        return bool(every) and not self.trainer.sanity_checking and self.current_epoch % every == 0
+
+    def on_validation_epoch_end(self) -> None:
+        summary = self.val_metrics.summary()
+        self.val_metrics.reset()
+        if summary["count"]:
+            self.log("val/psnr", summary["psnr"], prog_bar=True, sync_dist=False)
+            self.log("val/ssim", summary["ssim"])
+            self.log("val/input_psnr", summary["input_psnr"])
+        if self._val_images:
+            self._log_figures(self._val_images)
+        self._val_images = []
+
+    def _log_figures(self, triplets: list[np.ndarray]) -> None:
+        from nrknet.viz import atom_kernels_figure
+
+        images = {f"val/triplet_{i}": img for i, img in enumerate(triplets)}
+        images["val/atoms"] = atom_kernels_figure(self.model.atoms)
+        if self.trainer.is_global_zero:
+            log_images(self.trainer, images, step=self.current_epoch)
+
+    # ------------------------------------------------------------------ test
+    def on_test_start(self) -> None:
+        names, crops = test_sets_of(self.trainer)
+        self.test_set_names = names
+        self.test_metrics = nn.ModuleList(
+            ImageQualityMetrics(lpips=self.hparams.lpips, score_crop=crop) for crop in crops
+        ).to(self.device)
+        self.test_results = {}
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        blurry, sharp = batch["blurry"], batch["sharp"]
+        pred = self.model(blurry)
+        self.test_metrics[dataloader_idx].update(pred, sharp, batch["name"], blurry=blurry)
+        if self.hparams.save_images_dir:
+            from nrknet.data.io import write_image
+
+            folder = Path(self.hparams.save_images_dir) / self.test_set_names[dataloader_idx]
+            for i, name in enumerate(batch["name"]):
+                rgb = pred[i].detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+                write_image(folder / f"{Path(str(name)).stem}.png", rgb)
+
+    def on_test_epoch_end(self) -> None:
+        for name, metrics in zip(self.test_set_names, self.test_metrics, strict=True):
+            summary = metrics.summary()
+            self.test_results[name] = {"summary": summary, "per_image": metrics.per_image()}
+            for key in ("psnr", "ssim", "lpips", "input_psnr"):
+                if summary.get(key) is not None:
+                    self.log(f"test/{name}/{key}", summary[key], add_dataloader_idx=False)
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["nrknet"] = {
+            "model_config": dict(self.model.config),
+            "skipped_nonfinite": self.skipped_nonfinite,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.skipped_nonfinite = int(checkpoint.get("nrknet", {}).get("skipped_nonfinite", 0))
+
+
+def test_sets_of(trainer: L.Trainer) -> tuple[list[str], list[tuple[int, int] | None]]:
+    """Names and scoring crops of the test loaders the trainer is running."""
+    loaders = trainer.test_dataloaders
+    if loaders is None:
+        return [], []
+    if not isinstance(loaders, list | tuple):
+        loaders = [loaders]
+    datamodule = getattr(trainer, "datamodule", None)
+    names = list(getattr(trainer, "nrknet_test_set_names", None) or getattr(datamodule, "test_set_names", []) or [])
+    if len(names) != len(loaders):
+        names = [f"test_{i}" for i in range(len(loaders))]
+    crops = [getattr(loader.dataset, "score_crop", None) for loader in loaders]
+    return names, crops
+
+
+def log_images(trainer: L.Trainer, images: dict[str, np.ndarray], step: int) -> None:
+    """Send uint8 RGB images to every logger that takes images; always also write PNGs in the run folder."""
+    import cv2
+
+    folder = Path(trainer.default_root_dir) / "images" / f"epoch_{step:04d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, img in images.items():
+        cv2.imwrite(str(folder / (key.replace("/", "_") + ".png")), img[..., ::-1])
+    for logger in trainer.loggers:
+        name = type(logger).__name__
+        try:
+            if name == "TensorBoardLogger":
+                for key, img in images.items():
+                    logger.experiment.add_image(key, img, global_step=step, dataformats="HWC")
+            elif name == "WandbLogger":
+                for key, img in images.items():
+                    logger.log_image(key=key, images=[img], step=trainer.global_step)
+        except Exception as exc:  # noqa: BLE001 - a logger failing to take an image must not stop training
+            log.warning("could not log images to %s: %s", name, exc)

@@ -1,0 +1,115 @@
+"""nrknet-train: compose the config, build data, model and trainer, fit, then test the best checkpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from nrknet.callbacks import AtomicCheckpointIO
+from nrknet.reporting import print_run_summary, write_reports
+from nrknet.utils import CONFIG_DIR, clean_errors, instantiate_group
+
+log = logging.getLogger("nrknet.train")
+
+
+def resolve_resume_path(cfg: DictConfig) -> str | None:
+    """``ckpt_path`` as given, ``last`` for this run's last checkpoint, or the latter when ``auto_resume``."""
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if cfg.ckpt_path == "last" or (cfg.ckpt_path is None and cfg.get("auto_resume")):
+        if last.is_file():
+            return str(last)
+        if cfg.ckpt_path == "last":
+            raise FileNotFoundError(f"ckpt_path=last but there is no {last}; start a new run or give a path")
+        return None
+    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path: checkpoint not found: {cfg.ckpt_path}")
+    return cfg.ckpt_path
+
+
+def build(cfg: DictConfig):
+    """Instantiate datamodule, LightningModule and trainer from the config."""
+    datamodule = instantiate(cfg.data)
+    net = instantiate(cfg.model)
+    module = instantiate(
+        cfg.module,
+        net=net,
+        loss=instantiate(cfg.loss),
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+    )
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=instantiate_group(cfg.get("callbacks")),
+        logger=instantiate_group(cfg.get("logger")) or False,
+        plugins=[AtomicCheckpointIO()],
+    )
+    return datamodule, module, trainer
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Train (and test) as configured; returns the best validation PSNR."""
+    torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule, module, trainer = build(cfg)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(_loggable(cfg))
+    out_dir = Path(cfg.paths.output_dir)
+    best_psnr = None
+    if cfg.get("train", True):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume_path(cfg))
+    ckpt = trainer.checkpoint_callback
+    best_path = getattr(ckpt, "best_model_path", "") or None
+    if ckpt is not None and ckpt.best_model_score is not None:
+        best_psnr = float(ckpt.best_model_score)
+    results = {}
+    if cfg.get("test", True):
+        trainer.test(module, datamodule=datamodule, ckpt_path=best_path, weights_only=False)
+        results = module.test_results
+    if trainer.is_global_zero:
+        metrics = {
+            "best_val_psnr": best_psnr,
+            "best_checkpoint": best_path,
+            "last_checkpoint": getattr(ckpt, "last_model_path", None),
+            "epochs": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "skipped_nonfinite": module.skipped_nonfinite,
+            "test": {name: r["summary"] for name, r in results.items()},
+        }
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        files = write_reports(results, out_dir) if results else {}
+        print_run_summary(
+            "nrknet-train",
+            results,
+            {
+                "best checkpoint": best_path,
+                "best val PSNR": f"{best_psnr:.3f} dB" if best_psnr is not None else None,
+                "metrics": out_dir / "metrics.json",
+                "table": files.get("table"),
+                "images": out_dir / "images",
+            },
+        )
+    return best_psnr
+
+
+def _loggable(cfg: DictConfig) -> dict:
+    from omegaconf import OmegaConf
+
+    keys = ("model", "data", "loss", "optimizer", "scheduler", "seed", "study")
+    return {k: OmegaConf.to_container(cfg[k], resolve=True) if isinstance(cfg[k], DictConfig) else cfg[k] for k in keys if k in cfg}
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@clean_errors("nrknet-train")
+def main(cfg: DictConfig) -> float | None:
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()

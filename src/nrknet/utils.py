@@ -1,0 +1,106 @@
+"""Glue shared by the Hydra entry points: resolvers, instantiation, clean errors."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("nrknet")
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def wandb_offline() -> bool:
+    """Offline unless WANDB_MODE asks otherwise or an API key is configured (env or netrc)."""
+    mode = os.environ.get("WANDB_MODE", "").lower()
+    if mode in ("offline", "dryrun", "disabled"):
+        return True
+    if mode == "online" or os.environ.get("WANDB_API_KEY"):
+        return False
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return "api.wandb.ai" not in netrc.read_text()
+    except OSError:
+        return True
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("nrknet.wandb_offline"):
+        OmegaConf.register_new_resolver("nrknet.wandb_offline", wandb_offline)
+
+
+register_resolvers()
+
+
+def instantiate_group(cfg: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a group made of named ``_target_`` configs (callbacks, loggers)."""
+    from hydra.utils import instantiate
+
+    if not cfg:
+        return []
+    return [instantiate(entry) for entry in cfg.values() if isinstance(entry, DictConfig) and "_target_" in entry]
+
+
+def finish_wandb() -> None:
+    """Close the wandb run so that every multirun job is a run of its own."""
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+# Errors that mean "the user asked for something that cannot be done": one line, no traceback.
+def user_error_types() -> tuple[type[BaseException], ...]:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from nrknet.checkpoint import CheckpointError
+    from nrknet.data.io import NRKNetDataError
+    from nrknet.metrics import MetricsError
+    from nrknet.module import NonFiniteLossError
+
+    return (
+        CheckpointError,
+        NRKNetDataError,
+        MetricsError,
+        NonFiniteLossError,
+        FileNotFoundError,
+        NotADirectoryError,
+        ValueError,
+        HydraException,
+        OmegaConfBaseException,
+    )
+
+
+def debug_requested() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("NRKNET_DEBUG") == "1"
+
+
+def clean_errors(program: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Report expected errors as one line on stderr and exit with status 2 (full trace with HYDRA_FULL_ERROR=1)."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except user_error_types() as exc:
+                if debug_requested():
+                    raise
+                message = str(exc).strip().replace("\n", "\n  ")
+                print(f"{program}: error: {message}", file=sys.stderr)
+                sys.exit(2)
+            finally:
+                finish_wandb()
+
+        return wrapper
+
+    return decorate
