@@ -62,9 +62,10 @@ def _metric(metrics: dict | None, dataset: str | None, key: str = "psnr") -> flo
 def collect(study: str, runs: Path) -> dict:
     spec = load_study(study)
     jobs = find_jobs(runs)
-    datasets = spec.get("datasets")
-    if not datasets:  # score on whatever the runs were tested on
-        datasets = sorted({d for j in jobs if j["metrics"] for d in (j["metrics"].get("test") or {})})
+    tested = sorted({d for j in jobs if j["metrics"] for d in (j["metrics"].get("test") or {})})
+    datasets = [d for d in spec.get("datasets") or [] if d in tested]
+    if not datasets:  # e.g. a smoke run of the study on synthetic data: report what was tested
+        datasets = tested
     rows = []
     for row in spec["rows"]:
         matching = [j for j in jobs if j["experiment"] == row["experiment"]]

@@ -1,7 +1,8 @@
-"""Lightning plugins and callbacks of the framework."""
+"""Lightning plugins and loggers of the framework: atomic checkpoints, a resumable CSV log."""
 
 from __future__ import annotations
 
+import csv
 import os
 import tempfile
 from pathlib import Path
@@ -9,6 +10,9 @@ from typing import Any
 
 import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
@@ -34,3 +38,29 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+class _AppendingWriter(ExperimentWriter):
+    """CSV writer that continues an existing ``metrics.csv`` instead of deleting it."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                header = next(csv.reader(file), [])
+            self.metrics_keys = sorted(set(header))
+
+
+class ResumableCSVLogger(CSVLogger):
+    """``CSVLogger`` whose log survives a resumed run: new rows are appended to ``metrics.csv``.
+
+    Rows of an epoch that was interrupted and then run again may appear twice
+    (the later ones are the ones that count).
+    """
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> _AppendingWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment

@@ -45,9 +45,12 @@ class NRKNetModule(L.LightningModule):
         save_images_dir: str | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "loss"], logger=False)
+        # Partials stay out of the hyper-parameters so checkpoints load with weights_only=True.
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"], logger=False)
         self.model = net
         self.criterion = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
         self.val_metrics = ImageQualityMetrics(lpips="off")
         self.test_metrics = nn.ModuleList()
         self.test_set_names: list[str] = []
@@ -88,12 +91,12 @@ class NRKNetModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        if self.hparams.optimizer is None:
+        if self.optimizer_factory is None:
             raise RuntimeError("no optimizer configured")
-        optimizer = self.hparams.optimizer(params=self.parameters())
-        if self.hparams.scheduler is None:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.hparams.scheduler(optimizer=optimizer)
+        scheduler = self.scheduler_factory(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     # ------------------------------------------------------------------ validation

@@ -70,13 +70,13 @@ def train(cfg: DictConfig) -> float | None:
         best_psnr = float(ckpt.best_model_score)
     results = {}
     if cfg.get("test", True):
-        trainer.test(module, datamodule=datamodule, ckpt_path=best_path, weights_only=False)
+        trainer.test(module, datamodule=datamodule, ckpt_path=best_path)
         results = module.test_results
     if trainer.is_global_zero:
         metrics = {
             "best_val_psnr": best_psnr,
             "best_checkpoint": best_path,
-            "last_checkpoint": getattr(ckpt, "last_model_path", None),
+            "last_checkpoint": str(last) if (last := out_dir / "checkpoints" / "last.ckpt").is_file() else None,
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
             "skipped_nonfinite": module.skipped_nonfinite,

@@ -1,0 +1,75 @@
+"""Short real training runs: loss goes down, checkpoints, evaluation, resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_overrides
+
+from nrknet.checkpoint import load_model
+from nrknet.eval import evaluate
+from nrknet.train import train
+
+pytestmark = pytest.mark.slow
+
+
+def epoch_losses(run_dir: Path) -> list[float]:
+    with (run_dir / "csv" / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    return [float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")]
+
+
+def eval_overrides(data_dir: Path, out_dir: Path, ckpt: Path, split: str) -> list[str]:
+    keep = ("paths.", "data", "trainer", "metrics.")
+    overrides = [o for o in tiny_overrides(data_dir, out_dir) if o.startswith(keep) and "progress_bar" not in o]
+    return [*overrides, f"ckpt_path={ckpt}", f"split={split}"]
+
+
+def test_short_training_lowers_loss_and_eval_reproduces_val_psnr(compose_train, tmp_path, synthetic_data_dir):
+    run_dir = tmp_path / "train"
+    cfg = compose_train(
+        ["experiment=quickstart", *tiny_overrides(synthetic_data_dir, run_dir), "model.width=8", "trainer.max_epochs=6"]
+    )
+    best_psnr = train(cfg)
+    losses = epoch_losses(run_dir)
+    assert len(losses) == 6
+    assert losses[-1] < losses[0]
+    best, last = run_dir / "checkpoints" / "best.ckpt", run_dir / "checkpoints" / "last.ckpt"
+    assert best.is_file() and last.is_file()
+    assert not list((run_dir / "checkpoints").glob("*.tmp"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["best_val_psnr"] == pytest.approx(best_psnr)
+    assert (run_dir / "table.md").is_file() and (run_dir / "per_image.csv").is_file()
+    assert list((run_dir / "images").rglob("val_atoms.png")), "atom figure was not logged"
+    # the checkpoint is usable outside Lightning too
+    model = load_model(best)
+    assert model.config["width"] == 8
+    # scoring the best checkpoint on the validation split gives back the PSNR logged during training
+    eval_dir = tmp_path / "eval"
+    eval_cfg = compose_train(eval_overrides(synthetic_data_dir, eval_dir, best, "val"), config_name="eval")
+    psnr = evaluate(eval_cfg)
+    assert psnr == pytest.approx(best_psnr, abs=1e-4)
+    summary = json.loads((eval_dir / "summary.json").read_text())
+    assert summary["datasets"]["val"]["psnr"] == pytest.approx(best_psnr, abs=1e-4)
+    assert "| NRKNet |" in (eval_dir / "table.md").read_text()
+
+
+def test_resume_from_last_checkpoint_continues_epoch_and_step(compose_train, tmp_path, synthetic_data_dir):
+    run_dir = tmp_path / "run"
+    base = ["experiment=quickstart", *tiny_overrides(synthetic_data_dir, run_dir), "test=false"]
+    train(compose_train([*base, "trainer.max_epochs=2"]))
+    first = json.loads((run_dir / "metrics.json").read_text())
+    steps_per_epoch = first["global_step"] // 2
+    assert first["epochs"] == 2 and steps_per_epoch > 0
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 1 and last["global_step"] == first["global_step"]
+    train(compose_train([*base, "trainer.max_epochs=3", "ckpt_path=last"]))
+    resumed = json.loads((run_dir / "metrics.json").read_text())
+    assert resumed["epochs"] == 3
+    assert resumed["global_step"] == 3 * steps_per_epoch
+    rows = epoch_losses(run_dir)
+    assert len(rows) == 3  # the CSV log continues rather than starting over
