@@ -33,6 +33,13 @@ def resolve_resume_path(cfg: DictConfig) -> str | None:
     return cfg.ckpt_path
 
 
+def remove_partial_checkpoints(folder: Path) -> None:
+    """Delete temporary files left by a checkpoint write that was killed (complete files are never touched)."""
+    for partial in folder.glob(".*.ckpt.*.tmp"):
+        log.warning("removing the partial checkpoint write %s left by an interrupted run", partial)
+        partial.unlink(missing_ok=True)
+
+
 def build(cfg: DictConfig):
     """Instantiate datamodule, LightningModule and trainer from the config."""
     datamodule = instantiate(cfg.data)
@@ -63,7 +70,9 @@ def train(cfg: DictConfig) -> float | None:
     out_dir = Path(cfg.paths.output_dir)
     best_psnr = None
     if cfg.get("train", True):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume_path(cfg))
+        resume = resolve_resume_path(cfg)
+        remove_partial_checkpoints(out_dir / "checkpoints")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     ckpt = trainer.checkpoint_callback
     best_path = getattr(ckpt, "best_model_path", "") or None
     if ckpt is not None and ckpt.best_model_score is not None:
