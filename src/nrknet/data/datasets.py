@@ -1,0 +1,374 @@
+"""PyTorch datasets of blurry/sharp pairs (and blurry-only images) with paired augmentation.
+
+Items are dicts of float32 RGB tensors in [0, 1], channels first:
+``{"blurry": 3xHxW, "sharp": 3xHxW, "name": str}`` (``BlurryOnlyDataset``:
+no ``"sharp"``). A dataset's ``score_crop`` attribute (``None`` or
+``(start, stop)``, applied to rows and columns) tells the evaluation which
+region to score; the images themselves are never cropped for it.
+
+Bad files: at construction every file is probed (header and end markers
+only, see :func:`~nrknet.data.io.probe_image`), so missing, empty, truncated
+and non-image files and pairs of different sizes are found before training
+starts. With ``on_bad_image="raise"`` (default) the first problem raises; with
+``"skip"`` unreadable pairs are dropped with a warning and listed in
+``dataset.skipped`` as ``(path, reason)`` (pairs of different sizes always
+raise). A file that passes the probe but fails to decode later is handled the
+same way when loaded: ``"skip"`` then warns and serves the next good item
+(that late skip is recorded only in the process that loaded it, e.g. a
+DataLoader worker).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from nrknet.data.io import (
+    ImageInfo,
+    ImageReadError,
+    NRKNetDataError,
+    SizeMismatchError,
+    probe_image,
+    read_image,
+)
+from nrknet.data.layouts import (
+    RTF_SCORE_CROP,
+    Pair,
+    find_dpdd_root,
+    list_images,
+    scan_cuhk,
+    scan_dpdd,
+    scan_lfdof,
+    scan_realdof,
+    scan_rtf,
+    split_lfdof_scenes,
+)
+
+__all__ = [
+    "RTF_SCORE_CROP",
+    "BlurryOnlyDataset",
+    "Pair",
+    "PairedImageDataset",
+    "find_dpdd_root",
+    "list_images",
+    "make_test_dataset",
+    "paired_crop",
+    "paired_flips",
+    "scan_cuhk",
+    "scan_dpdd",
+    "scan_lfdof",
+    "scan_realdof",
+    "scan_rtf",
+    "split_lfdof_scenes",
+]
+
+_ON_BAD = ("raise", "skip")
+
+
+def _check_on_bad(value: str) -> str:
+    if value not in _ON_BAD:
+        raise ValueError(f"on_bad_image must be 'raise' or 'skip', got {value!r}")
+    return value
+
+
+def _crop_hw(crop_size: int | Sequence[int] | None) -> tuple[int, int] | None:
+    if crop_size is None:
+        return None
+    if isinstance(crop_size, int | np.integer):
+        h = w = int(crop_size)
+    else:
+        h, w = (int(v) for v in crop_size)
+    if h < 1 or w < 1:
+        raise ValueError(f"crop_size must be positive, got {crop_size!r}")
+    return h, w
+
+
+def _to_tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+
+
+def _pad_reflect(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    ph, pw = max(h - img.shape[0], 0), max(w - img.shape[1], 0)
+    if ph == 0 and pw == 0:
+        return img
+    pad = ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0))
+    mode = "reflect" if min(img.shape[:2]) > 1 else "edge"
+    return np.pad(img, pad, mode=mode)
+
+
+def paired_crop(
+    images: Sequence[np.ndarray],
+    size: tuple[int, int],
+    *,
+    random: bool,
+    pad_if_smaller: bool = True,
+    name: str = "",
+    generator: torch.Generator | None = None,
+) -> list[np.ndarray]:
+    """Crop HxWxC arrays of equal size at the same place (random or central).
+
+    Images smaller than ``size`` are reflection-padded (centred) first, unless
+    ``pad_if_smaller`` is false, in which case :class:`NRKNetDataError` is
+    raised naming ``name`` and both sizes. Random offsets come from the torch
+    RNG, so ``seed_everything`` and DataLoader worker seeding reproduce them.
+    """
+    h, w = size
+    ih, iw = images[0].shape[:2]
+    if ih < h or iw < w:
+        if not pad_if_smaller:
+            raise NRKNetDataError(
+                f"image {name or '?'} is {iw}x{ih} (WxH), smaller than the crop {w}x{h}; "
+                "use a smaller crop_size or pad_if_smaller=True"
+            )
+        images = [_pad_reflect(im, h, w) for im in images]
+        ih, iw = images[0].shape[:2]
+    if random:
+        y = int(torch.randint(0, ih - h + 1, (1,), generator=generator))
+        x = int(torch.randint(0, iw - w + 1, (1,), generator=generator))
+    else:
+        y, x = (ih - h) // 2, (iw - w) // 2
+    return [im[y : y + h, x : x + w] for im in images]
+
+
+def paired_flips(
+    tensors: Sequence[torch.Tensor], generator: torch.Generator | None = None
+) -> list[torch.Tensor]:
+    """Apply the same random horizontal flip, vertical flip and 90-degree rotation to CxHxW tensors.
+
+    Exact (``torch.flip`` / ``torch.rot90``). The rotation is applied only to
+    square images, so a batch of equal-sized crops keeps its shape; the random
+    numbers are drawn either way.
+    """
+    hflip = bool(torch.rand((), generator=generator) < 0.5)
+    vflip = bool(torch.rand((), generator=generator) < 0.5)
+    k = int(torch.randint(0, 4, (1,), generator=generator))
+    out = []
+    for t in tensors:
+        if hflip:
+            t = torch.flip(t, dims=(-1,))
+        if vflip:
+            t = torch.flip(t, dims=(-2,))
+        if k and t.shape[-1] == t.shape[-2]:
+            t = torch.rot90(t, k, dims=(-2, -1))
+        out.append(t.contiguous())
+    return out
+
+
+def _probe_cached(path: Path, cache: dict[Path, ImageInfo | ImageReadError]) -> ImageInfo:
+    if path not in cache:
+        try:
+            cache[path] = probe_image(path)
+        except ImageReadError as exc:
+            cache[path] = exc
+    result = cache[path]
+    if isinstance(result, ImageReadError):
+        raise result
+    return result
+
+
+class PairedImageDataset(Dataset):
+    """Blurry/sharp image pairs as float32 RGB tensors in [0, 1].
+
+    Args:
+        pairs: ``(blurry_path, sharp_path, name)`` tuples.
+        crop_size: ``None`` for whole images, or an int / ``(h, w)``: a random
+            crop when ``augment``, else a central crop.
+        augment: random crop position plus the same random horizontal flip,
+            vertical flip and 90-degree rotation for both images.
+        on_bad_image: ``"raise"`` or ``"skip"`` (see the module docstring).
+        score_crop: ``(start, stop)`` rows/columns to score, stored as the
+            ``score_crop`` attribute for the evaluation (not applied here).
+        pad_if_smaller: reflection-pad images smaller than the crop (else raise).
+        check_files: probe every file at construction (default); turn off
+            only for trusted data when start-up time matters.
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[Pair | tuple[str | os.PathLike, str | os.PathLike, str]],
+        crop_size: int | Sequence[int] | None = None,
+        augment: bool = False,
+        on_bad_image: str = "raise",
+        score_crop: tuple[int, int] | None = None,
+        pad_if_smaller: bool = True,
+        check_files: bool = True,
+    ) -> None:
+        self.on_bad_image = _check_on_bad(on_bad_image)
+        self.crop_size = _crop_hw(crop_size)
+        self.augment = bool(augment)
+        self.score_crop = tuple(int(v) for v in score_crop) if score_crop is not None else None
+        self.pad_if_smaller = bool(pad_if_smaller)
+        self.skipped: list[tuple[str, str]] = []
+        all_pairs = [(Path(b), Path(s), str(n)) for b, s, n in pairs]
+        self.pairs: list[Pair] = self._validate(all_pairs) if check_files else all_pairs
+        if not self.pairs:
+            raise NRKNetDataError(
+                "no usable image pairs"
+                + (f" ({len(self.skipped)} skipped as unreadable)" if self.skipped else "")
+            )
+
+    def _validate(self, pairs: list[Pair]) -> list[Pair]:
+        cache: dict[Path, ImageInfo | ImageReadError] = {}
+        good: list[Pair] = []
+        for b, s, name in pairs:
+            try:
+                ib = _probe_cached(b, cache)
+                is_ = _probe_cached(s, cache)
+            except ImageReadError as exc:
+                if self.on_bad_image == "raise":
+                    raise
+                self._skip(str(exc.path), exc.reason, warn=False)
+                continue
+            if (ib.width, ib.height) != (is_.width, is_.height):
+                raise SizeMismatchError(
+                    f"pair {name!r} has different sizes: blurry {b} is {ib.width}x{ib.height}, "
+                    f"sharp {s} is {is_.width}x{is_.height} (WxH)"
+                )
+            good.append((b, s, name))
+        if self.skipped:
+            warnings.warn(
+                f"skipped {len(self.skipped)} unreadable image pair(s), e.g. "
+                f"{self.skipped[0][0]}: {self.skipped[0][1]}",
+                stacklevel=3,
+            )
+        return good
+
+    def _skip(self, path: str, reason: str, warn: bool = True) -> None:
+        self.skipped.append((path, reason))
+        if warn:
+            warnings.warn(f"skipping unreadable image {path}: {reason}", stacklevel=3)
+
+    @property
+    def names(self) -> list[str]:
+        return [p[2] for p in self.pairs]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def _load(self, index: int) -> dict[str, Any]:
+        b_path, s_path, name = self.pairs[index]
+        blurry = read_image(b_path)
+        sharp = read_image(s_path)
+        if blurry.shape != sharp.shape:
+            raise SizeMismatchError(
+                f"pair {name!r} has different sizes: blurry {b_path} is "
+                f"{blurry.shape[1]}x{blurry.shape[0]}, sharp {s_path} is "
+                f"{sharp.shape[1]}x{sharp.shape[0]} (WxH)"
+            )
+        if self.crop_size is not None:
+            blurry, sharp = paired_crop(
+                [blurry, sharp],
+                self.crop_size,
+                random=self.augment,
+                pad_if_smaller=self.pad_if_smaller,
+                name=str(b_path),
+            )
+        tb, ts = _to_tensor(blurry), _to_tensor(sharp)
+        if self.augment:
+            tb, ts = paired_flips([tb, ts])
+        return {"blurry": tb, "sharp": ts, "name": name}
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if self.on_bad_image == "raise":
+            return self._load(index)
+        for attempt in range(len(self.pairs)):
+            i = (index + attempt) % len(self.pairs)
+            try:
+                return self._load(i)
+            except ImageReadError as exc:
+                self._skip(str(exc.path), exc.reason)
+        raise NRKNetDataError("every image pair of the dataset is unreadable")
+
+
+class BlurryOnlyDataset(Dataset):
+    """Blurry images without ground truth (CUHK-BD): items ``{"blurry", "name"}``."""
+
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike],
+        on_bad_image: str = "raise",
+        check_files: bool = True,
+    ) -> None:
+        self.on_bad_image = _check_on_bad(on_bad_image)
+        self.score_crop = None
+        self.skipped: list[tuple[str, str]] = []
+        self.paths: list[Path] = []
+        for p in map(Path, paths):
+            if check_files:
+                try:
+                    probe_image(p)
+                except ImageReadError as exc:
+                    if self.on_bad_image == "raise":
+                        raise
+                    self.skipped.append((str(exc.path), exc.reason))
+                    continue
+            self.paths.append(p)
+        if self.skipped:
+            warnings.warn(
+                f"skipped {len(self.skipped)} unreadable image(s), e.g. "
+                f"{self.skipped[0][0]}: {self.skipped[0][1]}",
+                stacklevel=2,
+            )
+        if not self.paths:
+            raise NRKNetDataError("no usable images")
+
+    @property
+    def names(self) -> list[str]:
+        return [p.stem for p in self.paths]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        for attempt in range(len(self.paths)):
+            path = self.paths[(index + attempt) % len(self.paths)]
+            try:
+                return {"blurry": _to_tensor(read_image(path)), "name": path.stem}
+            except ImageReadError as exc:
+                if self.on_bad_image == "raise":
+                    raise
+                self.skipped.append((str(exc.path), exc.reason))
+                warnings.warn(f"skipping unreadable image {path}: {exc.reason}", stacklevel=2)
+        raise NRKNetDataError("every image of the dataset is unreadable")
+
+
+def make_test_dataset(
+    kind: str,
+    root: str | os.PathLike,
+    *,
+    on_bad_image: str = "raise",
+    check_files: bool = True,
+    **options: Any,
+) -> PairedImageDataset:
+    """The test set of a benchmark: ``kind`` is ``dpdd``, ``lfdof``, ``realdof``, ``rtf`` or ``synthetic``.
+
+    RTF gets ``score_crop`` :data:`RTF_SCORE_CROP`. ``options``: ``split``
+    (DPDD/synthetic, default ``"test"``), ``list_file`` (LFDOF), ``subset``
+    (RTF, default ``"0"``) and ``score_crop`` (overrides the default).
+    """
+    kind = str(kind).lower()
+    score_crop = options.pop("score_crop", RTF_SCORE_CROP if kind == "rtf" else None)
+    if kind in ("dpdd", "synthetic"):
+        pairs = scan_dpdd(root, options.pop("split", "test"))
+    elif kind == "lfdof":
+        pairs = scan_lfdof(root, "test", options.pop("list_file", None))
+    elif kind == "realdof":
+        pairs = scan_realdof(root)
+    elif kind == "rtf":
+        pairs = scan_rtf(root, options.pop("subset", "0"))
+    else:
+        raise ValueError(
+            f"unknown test set kind {kind!r}; expected dpdd, lfdof, realdof, rtf or synthetic"
+        )
+    if options:
+        raise ValueError(f"unexpected options for a {kind} test set: {sorted(options)}")
+    return PairedImageDataset(
+        pairs, on_bad_image=on_bad_image, score_crop=score_crop, check_files=check_files
+    )

@@ -1,0 +1,409 @@
+"""Reading and writing images: float32 RGB in [0, 1], 8- and 16-bit files.
+
+Everything goes through OpenCV with ``IMREAD_UNCHANGED`` so 16-bit PNG/TIFF
+keep their precision. Reading never returns ``None`` and never crashes on a
+bad file: any problem (missing, empty, truncated, not an image, unsupported
+sample type) raises :class:`ImageReadError` naming the path.
+
+:func:`probe_image` reads only a file's header (and, for PNG and JPEG, its
+last bytes) to get its size and catch truncated files cheaply, which lets the
+datasets validate thousands of files at scan time without decoding them.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "DatasetLayoutError",
+    "ImageInfo",
+    "ImageReadError",
+    "ImageWriteError",
+    "LoadedImage",
+    "NRKNetDataError",
+    "PairingError",
+    "SizeMismatchError",
+    "decode_image",
+    "probe_image",
+    "read_image",
+    "read_image_full",
+    "write_image",
+]
+
+#: File name endings recognised as images when scanning folders (lower case).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+_JPEG_SOI = b"\xff\xd8"
+_JPEG_EOI = b"\xff\xd9"
+# Start-of-frame markers that carry the image size (not DHT 0xC4, JPG 0xC8, DAC 0xCC).
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+_WRITE_FORMATS = {
+    ".png": "png",
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+    ".bmp": "bmp",
+}
+
+
+class NRKNetDataError(ValueError):
+    """Base class for every problem with input data (files, folders, pairs)."""
+
+
+class ImageReadError(NRKNetDataError):
+    """An image file that cannot be read: missing, empty, truncated or not an image."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"cannot read image {self.path}: {reason}")
+
+
+class ImageWriteError(NRKNetDataError):
+    """An image that cannot be written (unsupported format or option, or an I/O failure)."""
+
+
+class DatasetLayoutError(NRKNetDataError):
+    """A dataset root that is missing or does not have the expected folder tree."""
+
+
+class PairingError(NRKNetDataError):
+    """Blurry and sharp files that do not pair up (different counts or names)."""
+
+
+class SizeMismatchError(NRKNetDataError):
+    """The blurry and sharp images of a pair have different sizes."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What :func:`probe_image` learns from a file's header."""
+
+    path: Path
+    width: int | None
+    height: int | None
+    format: str
+
+
+@dataclass
+class LoadedImage:
+    """A decoded image plus what is needed to write a result in the same form.
+
+    ``rgb`` is float32 HxWx3 in [0, 1]; ``alpha`` is float32 HxW in [0, 1] or
+    ``None``; ``bit_depth`` is 8 or 16; ``channels_in_file`` is 1, 3 or 4.
+    """
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None
+    bit_depth: int
+    channels_in_file: int
+    path: Path | None = None
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageReadError(path, "file not found") from None
+    except IsADirectoryError:
+        raise ImageReadError(path, "is a folder, not a file") from None
+    except OSError as exc:
+        raise ImageReadError(path, exc.strerror or str(exc)) from None
+    if not data:
+        raise ImageReadError(path, "file is empty")
+    return data
+
+
+def _check_complete(path: Path, data: bytes) -> None:
+    """Catch truncated PNG and JPEG files, which decoders may accept partially."""
+    if data.startswith(_PNG_SIGNATURE):
+        if _PNG_IEND not in data[-64:]:
+            raise ImageReadError(path, "truncated PNG (no IEND chunk at the end)")
+    elif data.startswith(_JPEG_SOI) and not _jpeg_has_eoi(data[-4096:]):
+        raise ImageReadError(path, "truncated JPEG (no end-of-image marker)")
+
+
+def _jpeg_has_eoi(tail: bytes) -> bool:
+    # Some cameras append padding or metadata after the end-of-image marker.
+    return tail.rstrip(b"\x00\r\n\t ").endswith(_JPEG_EOI) or _JPEG_EOI in tail
+
+
+def decode_image(data: bytes, path: str | os.PathLike = "<memory>") -> LoadedImage:
+    """Decode encoded image bytes; see :func:`read_image_full` for the result."""
+    path = Path(path)
+    if not data:
+        raise ImageReadError(path, "file is empty")
+    _check_complete(path, data)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise ImageReadError(
+            path, f"decoder failed ({str(exc).strip().splitlines()[-1]})"
+        ) from None
+    if img is None or img.size == 0:
+        raise ImageReadError(path, "not a readable image (unknown format or corrupt data)")
+    return _to_loaded(img, path)
+
+
+def _to_loaded(img: np.ndarray, path: Path) -> LoadedImage:
+    if img.dtype == np.uint8:
+        maxv, bit_depth = 255.0, 8
+    elif img.dtype == np.uint16:
+        maxv, bit_depth = 65535.0, 16
+    else:
+        raise ImageReadError(path, f"unsupported sample type {img.dtype} (expected 8- or 16-bit)")
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.ndim != 3 or img.shape[2] not in (1, 3, 4):
+        raise ImageReadError(
+            path, f"unsupported image shape {img.shape} (expected 1, 3 or 4 channels)"
+        )
+    channels = int(img.shape[2])
+    data = img.astype(np.float32) / np.float32(maxv)
+    alpha = None
+    if channels == 1:
+        rgb = np.repeat(data, 3, axis=2)
+    elif channels == 3:
+        rgb = data[:, :, ::-1]
+    else:
+        rgb = data[:, :, 2::-1]
+        alpha = np.ascontiguousarray(data[:, :, 3])
+    return LoadedImage(
+        rgb=np.ascontiguousarray(rgb, dtype=np.float32),
+        alpha=alpha,
+        bit_depth=bit_depth,
+        channels_in_file=channels,
+        path=path,
+    )
+
+
+def read_image_full(path: str | os.PathLike) -> LoadedImage:
+    """Read an image file with its alpha channel, bit depth and channel count.
+
+    Raises :class:`ImageReadError` for any file that cannot be fully decoded.
+    """
+    path = Path(path)
+    return decode_image(_read_bytes(path), path)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image as float32 HxWx3 RGB in [0, 1].
+
+    8-bit samples are divided by 255 and 16-bit ones by 65535 (full precision
+    kept); greyscale becomes three equal channels; an alpha channel is dropped.
+    Raises :class:`ImageReadError` for any file that cannot be fully decoded.
+    """
+    return read_image_full(path).rgb
+
+
+# --------------------------------------------------------------------------- probing
+
+
+def probe_image(path: str | os.PathLike) -> ImageInfo:
+    """Return a file's size from its header, checking it is present and complete.
+
+    PNG, JPEG and BMP are parsed directly (a few bytes from the start and the
+    end); other formats are decoded in full. Raises :class:`ImageReadError`.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if not path.is_file():
+            raise ImageReadError(path, "is not a regular file")
+        if size == 0:
+            raise ImageReadError(path, "file is empty")
+        with path.open("rb") as f:
+            head = f.read(64)
+            if head.startswith(_JPEG_SOI):  # the frame header may follow large metadata
+                head += f.read(65536 - len(head))
+            tail_len = 4096 if head.startswith(_JPEG_SOI) else 64
+            if size > len(head):
+                f.seek(max(0, size - tail_len))
+                tail = f.read()
+            else:
+                tail = head[-tail_len:]
+    except FileNotFoundError:
+        raise ImageReadError(path, "file not found") from None
+    except OSError as exc:
+        raise ImageReadError(path, exc.strerror or str(exc)) from None
+
+    if head.startswith(_PNG_SIGNATURE):
+        if len(head) < 33 or head[12:16] != b"IHDR":
+            raise ImageReadError(path, "truncated or corrupt PNG header")
+        width, height = struct.unpack(">II", head[16:24])
+        if _PNG_IEND not in tail[-64:]:
+            raise ImageReadError(path, "truncated PNG (no IEND chunk at the end)")
+        return ImageInfo(path, int(width), int(height), "png")
+    if head.startswith(_JPEG_SOI):
+        if not _jpeg_has_eoi(tail):
+            raise ImageReadError(path, "truncated JPEG (no end-of-image marker)")
+        dims = _jpeg_size(head, path)
+        if dims is None:
+            # The frame header lies beyond the first 64 KiB (huge metadata): decode.
+            img = read_image_full(path)
+            return ImageInfo(path, img.width, img.height, "jpeg")
+        return ImageInfo(path, dims[0], dims[1], "jpeg")
+    if head.startswith(b"BM") and len(head) >= 26:
+        declared = struct.unpack("<I", head[2:6])[0]
+        if declared and size < declared:
+            raise ImageReadError(path, f"truncated BMP ({size} of {declared} bytes)")
+        width, height = struct.unpack("<ii", head[18:26])
+        return ImageInfo(path, int(width), abs(int(height)), "bmp")
+    img = read_image_full(path)
+    return ImageInfo(path, img.width, img.height, path.suffix.lower().lstrip(".") or "image")
+
+
+def _jpeg_size(head: bytes, path: Path) -> tuple[int, int] | None:
+    i = 2
+    n = len(head)
+    while i + 4 <= n:
+        if head[i] != 0xFF:
+            raise ImageReadError(path, "corrupt JPEG (bad marker structure)")
+        marker = head[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01,) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        if marker == 0xD9 or marker == 0xDA:
+            raise ImageReadError(path, "corrupt JPEG (no frame header before the image data)")
+        seg_len = struct.unpack(">H", head[i + 2 : i + 4])[0]
+        if marker in _JPEG_SOF:
+            if i + 9 > n:
+                return None
+            height, width = struct.unpack(">HH", head[i + 5 : i + 9])
+            return int(width), int(height)
+        i += 2 + seg_len
+    return None
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _quantise(x: np.ndarray, bit_depth: int) -> np.ndarray:
+    maxv = 255 if bit_depth == 8 else 65535
+    x = np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0, posinf=1.0, neginf=0.0)
+    q = np.floor(np.clip(x, 0.0, 1.0) * maxv + 0.5)
+    return q.astype(np.uint8 if bit_depth == 8 else np.uint16)
+
+
+def write_image(
+    path: str | os.PathLike,
+    rgb: np.ndarray,
+    bit_depth: int = 8,
+    alpha: np.ndarray | None = None,
+    greyscale: bool = False,
+    jpeg_quality: int = 95,
+) -> Path:
+    """Write float RGB in [0, 1] (HxWx3, or HxW for greyscale) to ``path``.
+
+    The format follows the extension (png, jpg/jpeg, tif/tiff, bmp). Values
+    are clipped to [0, 1] and rounded to the nearest level. ``greyscale``
+    writes one channel (Rec. 601 luma of RGB input); ``alpha`` (HxW in
+    [0, 1]) adds an alpha channel. JPEG and BMP are 8-bit only and JPEG has no
+    alpha. The file is written to a temporary file in the same folder and
+    renamed into place, so a reader never sees a partial image.
+    """
+    path = Path(path)
+    ext = path.suffix.lower()
+    fmt = _WRITE_FORMATS.get(ext)
+    if fmt is None:
+        raise ImageWriteError(
+            f"cannot write {path}: unsupported extension {ext or '(none)'!r} "
+            f"(use one of {', '.join(sorted(_WRITE_FORMATS))})"
+        )
+    if bit_depth not in (8, 16):
+        raise ImageWriteError(f"cannot write {path}: bit_depth must be 8 or 16, got {bit_depth}")
+    if bit_depth == 16 and fmt in ("jpeg", "bmp"):
+        raise ImageWriteError(f"cannot write {path}: {fmt.upper()} files are 8-bit only")
+    if alpha is not None and fmt == "jpeg":
+        raise ImageWriteError(f"cannot write {path}: JPEG has no alpha channel")
+
+    arr = np.asarray(rgb)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim == 2:
+        grey = arr
+    elif arr.ndim == 3 and arr.shape[2] == 3:
+        grey = None
+    else:
+        raise ImageWriteError(
+            f"cannot write {path}: expected HxWx3 or HxW data, got shape {arr.shape}"
+        )
+    if greyscale and grey is None:
+        a = arr.astype(np.float64)
+        grey = 0.299 * a[:, :, 0] + 0.587 * a[:, :, 1] + 0.114 * a[:, :, 2]
+
+    if grey is not None and (greyscale or arr.ndim == 2):
+        planes = [_quantise(grey, bit_depth)]
+    else:
+        q = _quantise(arr, bit_depth)
+        planes = [q[:, :, 2], q[:, :, 1], q[:, :, 0]]  # BGR for OpenCV
+    if alpha is not None:
+        alpha = np.asarray(alpha)
+        if alpha.shape != planes[0].shape:
+            raise ImageWriteError(
+                f"cannot write {path}: alpha shape {alpha.shape} does not match image {planes[0].shape}"
+            )
+        if len(planes) == 1:  # OpenCV has no grey+alpha mode: write BGRA
+            planes = planes * 3
+        planes.append(_quantise(alpha, bit_depth))
+    img = planes[0] if len(planes) == 1 else np.dstack(planes)
+
+    params: list[int] = []
+    if fmt == "jpeg":
+        params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
+    try:
+        ok, buf = cv2.imencode(ext, img, params)
+    except cv2.error as exc:
+        raise ImageWriteError(
+            f"cannot encode {path}: {str(exc).strip().splitlines()[-1]}"
+        ) from None
+    if not ok:
+        raise ImageWriteError(f"cannot encode {path} as {fmt}")
+    _atomic_write_bytes(path, buf.tobytes())
+    return path
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise ImageWriteError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise ImageWriteError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise
