@@ -41,10 +41,14 @@ def find_jobs(runs: Path) -> list[dict]:
     for overrides_file in sorted(runs.rglob(".hydra/overrides.yaml")):
         job_dir = overrides_file.parent.parent
         overrides = yaml.safe_load(overrides_file.read_text()) or []
-        experiment = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), None)
+        experiment = next(
+            (o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), None
+        )
         metrics_file = job_dir / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
-        jobs.append({"dir": job_dir, "experiment": experiment, "overrides": overrides, "metrics": metrics})
+        jobs.append(
+            {"dir": job_dir, "experiment": experiment, "overrides": overrides, "metrics": metrics}
+        )
     if not jobs:
         raise CollectError(f"no Hydra job folders (.hydra/overrides.yaml) under {runs}")
     return jobs
@@ -71,15 +75,22 @@ def collect(study: str, runs: Path) -> dict:
         matching = [j for j in jobs if j["experiment"] == row["experiment"]]
         job = matching[-1] if matching else None
         metrics = job["metrics"] if job else None
-        rows.append({
-            "label": row["label"],
-            "experiment": row["experiment"],
-            "paper_psnr": row.get("paper"),
-            "val_psnr": _metric(metrics, None),
-            "test": {d: {k: _metric(metrics, d, k) for k in ("psnr", "ssim", "lpips")} for d in datasets},
-            "run": str(job["dir"]) if job else None,
-            "status": "missing" if job is None else ("incomplete" if metrics is None else "done"),
-        })
+        rows.append(
+            {
+                "label": row["label"],
+                "experiment": row["experiment"],
+                "paper_psnr": row.get("paper"),
+                "val_psnr": _metric(metrics, None),
+                "test": {
+                    d: {k: _metric(metrics, d, k) for k in ("psnr", "ssim", "lpips")}
+                    for d in datasets
+                },
+                "run": str(job["dir"]) if job else None,
+                "status": "missing"
+                if job is None
+                else ("incomplete" if metrics is None else "done"),
+            }
+        )
     return {"study": study, "title": spec.get("title", study), "datasets": datasets, "rows": rows}
 
 
@@ -89,7 +100,13 @@ def _f(value: float | None, digits: int = 3) -> str:
 
 def to_markdown(table: dict) -> str:
     datasets = table["datasets"]
-    head = ["variant", "paper PSNR", "val PSNR", *(f"{d} PSNR / SSIM / LPIPS" for d in datasets), "run"]
+    head = [
+        "variant",
+        "paper PSNR",
+        "val PSNR",
+        *(f"{d} PSNR / SSIM / LPIPS" for d in datasets),
+        "run",
+    ]
     lines = [f"## {table['title']}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table["rows"]:
         cells = [r["label"], _f(r["paper_psnr"]), _f(r["val_psnr"])]
@@ -109,7 +126,9 @@ def bar_chart(table: dict, path: Path) -> None:
 
     labels = [r["label"] for r in table["rows"]]
     dataset = table["datasets"][0] if table["datasets"] else None
-    ours = [(r["test"][dataset]["psnr"] if dataset else r["val_psnr"]) or 0.0 for r in table["rows"]]
+    ours = [
+        (r["test"][dataset]["psnr"] if dataset else r["val_psnr"]) or 0.0 for r in table["rows"]
+    ]
     paper = [r["paper_psnr"] or 0.0 for r in table["rows"]]
     x = range(len(labels))
     fig, ax = plt.subplots(figsize=(1.6 * len(labels) + 2, 3.5))
@@ -128,7 +147,9 @@ def bar_chart(table: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--study", required=True)
     parser.add_argument("--runs", required=True, type=Path, help="the multirun folder of the study")
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: --runs)")

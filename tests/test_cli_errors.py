@@ -20,7 +20,9 @@ BIN = Path(sys.executable).parent
 def run(program: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
     env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([str(BIN / program), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [str(BIN / program), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def hydra_args(tmp_path: Path) -> list[str]:
@@ -63,7 +65,13 @@ def assert_clean_error(proc: subprocess.CompletedProcess, program: str, *needles
 
 
 def test_train_missing_dataset_root(tmp_path):
-    proc = run("nrknet-train", "data=dpdd", f"paths.data_dir={tmp_path}/nowhere", *hydra_args(tmp_path), cwd=tmp_path)
+    proc = run(
+        "nrknet-train",
+        "data=dpdd",
+        f"paths.data_dir={tmp_path}/nowhere",
+        *hydra_args(tmp_path),
+        cwd=tmp_path,
+    )
     assert_clean_error(proc, "nrknet-train", "nowhere", "train_c")
 
 
@@ -80,7 +88,9 @@ def test_train_unknown_config_option(tmp_path):
 
 
 def test_train_negative_crop(tmp_path):
-    proc = run("nrknet-train", *tiny_train(tmp_path, tmp_path / "data"), "data.crop_size=-8", cwd=tmp_path)
+    proc = run(
+        "nrknet-train", *tiny_train(tmp_path, tmp_path / "data"), "data.crop_size=-8", cwd=tmp_path
+    )
     assert_clean_error(proc, "nrknet-train", "crop_size")
 
 
@@ -100,12 +110,16 @@ def test_train_crop_larger_than_images_without_padding(tmp_path, corrupt_realdof
 
 
 def test_eval_missing_checkpoint(tmp_path):
-    proc = run("nrknet-eval", f"ckpt_path={tmp_path}/none.ckpt", *hydra_args(tmp_path), cwd=tmp_path)
+    proc = run(
+        "nrknet-eval", f"ckpt_path={tmp_path}/none.ckpt", *hydra_args(tmp_path), cwd=tmp_path
+    )
     assert_clean_error(proc, "nrknet-eval", "none.ckpt", "not found")
 
 
 def test_eval_checkpoint_of_another_architecture(tmp_path, foreign_checkpoint):
-    proc = run("nrknet-eval", f"ckpt_path={foreign_checkpoint}", *hydra_args(tmp_path), cwd=tmp_path)
+    proc = run(
+        "nrknet-eval", f"ckpt_path={foreign_checkpoint}", *hydra_args(tmp_path), cwd=tmp_path
+    )
     assert_clean_error(proc, "nrknet-eval", "resnet.ckpt", "not an NRKNet checkpoint")
 
 
@@ -117,7 +131,14 @@ def test_eval_empty_dataset_folder_and_corrupt_image(tmp_path, corrupt_realdof):
     save_model(NRKNet(width=4), ckpt)
     empty = tmp_path / "empty"
     empty.mkdir()
-    proc = run("nrknet-eval", f"ckpt_path={ckpt}", "data=realdof", f"data.root={empty}", *hydra_args(tmp_path), cwd=tmp_path)
+    proc = run(
+        "nrknet-eval",
+        f"ckpt_path={ckpt}",
+        "data=realdof",
+        f"data.root={empty}",
+        *hydra_args(tmp_path),
+        cwd=tmp_path,
+    )
     assert_clean_error(proc, "nrknet-eval", "empty", "source")
     proc = run(
         "nrknet-eval", f"ckpt_path={ckpt}", "data=realdof", f"data.root={corrupt_realdof}", *hydra_args(tmp_path),
@@ -127,7 +148,9 @@ def test_eval_empty_dataset_folder_and_corrupt_image(tmp_path, corrupt_realdof):
 
 
 def test_convert_wrong_path_and_foreign_file(tmp_path, foreign_checkpoint):
-    proc = run("nrknet-convert", str(tmp_path / "missing.pth"), str(tmp_path / "out.ckpt"), cwd=tmp_path)
+    proc = run(
+        "nrknet-convert", str(tmp_path / "missing.pth"), str(tmp_path / "out.ckpt"), cwd=tmp_path
+    )
     assert_clean_error(proc, "nrknet-convert", "missing.pth")
     proc = run("nrknet-convert", str(foreign_checkpoint), str(tmp_path / "out.ckpt"), cwd=tmp_path)
     assert_clean_error(proc, "nrknet-convert", "missing keys")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import CONFIG_DIR, tiny_overrides
 
+from conftest import CONFIG_DIR, tiny_overrides
 from nrknet.train import train
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
@@ -25,7 +25,9 @@ def test_experiment_list_covers_the_paper_tables():
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_with_its_own_settings(compose_train, experiment, tmp_path):
-    cfg = compose_train([f"experiment={experiment}", f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}"])
+    cfg = compose_train(
+        [f"experiment={experiment}", f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}"]
+    )
     assert cfg.model._target_ == "nrknet.models.nrknet.NRKNet"
     assert cfg.study and cfg.trainer.max_epochs >= 1
     if experiment.startswith("table") or experiment.startswith("atoms"):
@@ -36,7 +38,11 @@ def test_experiment_composes_with_its_own_settings(compose_train, experiment, tm
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_runs_one_training_step(compose_train, experiment, tmp_path, synthetic_data_dir):
-    overrides = [f"experiment={experiment}", *tiny_overrides(synthetic_data_dir, tmp_path), "+trainer.fast_dev_run=1"]
+    overrides = [
+        f"experiment={experiment}",
+        *tiny_overrides(synthetic_data_dir, tmp_path),
+        "+trainer.fast_dev_run=1",
+    ]
     cfg = compose_train(overrides)
     train(cfg)
     assert (Path(cfg.paths.output_dir) / "metrics.json").is_file()

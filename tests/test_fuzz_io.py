@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 from nrknet.data.io import ImageReadError, read_image, read_image_full
 
 FUZZ = settings(
-    max_examples=60, deadline=3000, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+    max_examples=60,
+    deadline=3000,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
 
@@ -40,15 +42,22 @@ def encoded_images(draw):
     if ext == ".jpg" and channels == 4:
         channels = 3
     seed = draw(st.integers(0, 2**16))
-    pixels = np.random.default_rng(seed).integers(0, top + 1, size=(height, width, channels), dtype=np.int64)
-    ok, data = cv2.imencode(ext, pixels.astype(dtype).squeeze(-1) if channels == 1 else pixels.astype(dtype))
+    pixels = np.random.default_rng(seed).integers(
+        0, top + 1, size=(height, width, channels), dtype=np.int64
+    )
+    ok, data = cv2.imencode(
+        ext, pixels.astype(dtype).squeeze(-1) if channels == 1 else pixels.astype(dtype)
+    )
     assert ok
     return ext, data.tobytes(), (height, width)
 
 
 @pytest.mark.timeout(180)
 @FUZZ
-@given(data=st.binary(min_size=0, max_size=4096), ext=st.sampled_from([".png", ".jpg", ".tif", ".bmp", ".jpeg"]))
+@given(
+    data=st.binary(min_size=0, max_size=4096),
+    ext=st.sampled_from([".png", ".jpg", ".tif", ".bmp", ".jpeg"]),
+)
 def test_random_bytes_are_refused_cleanly(tmp_path, data, ext):
     path = tmp_path / f"random{ext}"
     path.write_bytes(data)
@@ -74,7 +83,10 @@ def test_truncated_files_are_refused_and_whole_ones_read(tmp_path, image, cut):
 
 @pytest.mark.timeout(180)
 @FUZZ
-@given(image=encoded_images(), flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=8))
+@given(
+    image=encoded_images(),
+    flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=8),
+)
 def test_corrupted_bytes_never_crash(tmp_path, image, flips):
     ext, data, _ = image
     corrupted = bytearray(data)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_overrides
 
+from conftest import tiny_overrides
 from nrknet.module import NonFiniteLossError
 from nrknet.train import train
 
@@ -50,7 +50,9 @@ EPOCHS = 4
 
 def child_command(data_dir: Path, run_dir: Path, *extra: str) -> list[str]:
     overrides = [
-        o for o in tiny_overrides(data_dir, run_dir) if not o.startswith(("paths.output_dir", "paths.root_dir"))
+        o
+        for o in tiny_overrides(data_dir, run_dir)
+        if not o.startswith(("paths.output_dir", "paths.root_dir"))
     ]
     return [
         sys.executable, "-c", CHILD, "experiment=quickstart", *overrides,
@@ -66,7 +68,9 @@ def wait_for(predicate, proc: subprocess.Popen, timeout: float = 240.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if proc.poll() is not None:
-            raise AssertionError(f"child ended early: {proc.returncode}\n{proc.stderr.read()[-3000:]}")
+            raise AssertionError(
+                f"child ended early: {proc.returncode}\n{proc.stderr.read()[-3000:]}"
+            )
         if time.monotonic() > deadline:
             proc.kill()
             raise AssertionError("timed out waiting for the child")
@@ -75,7 +79,9 @@ def wait_for(predicate, proc: subprocess.Popen, timeout: float = 240.0) -> None:
 
 def assert_checkpoints_complete(run_dir: Path) -> None:
     for ckpt in (run_dir / "checkpoints").glob("*.ckpt"):
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)  # raises on a truncated file
+        state = torch.load(
+            ckpt, map_location="cpu", weights_only=True
+        )  # raises on a truncated file
         assert "state_dict" in state and "nrknet" in state, ckpt
 
 
@@ -94,10 +100,16 @@ def uninterrupted_steps(tmp_path_factory, synthetic_data_dir) -> int:
 
 def last_step(run_dir: Path) -> int:
     ckpt = run_dir / "checkpoints" / "last.ckpt"
-    return torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"] if ckpt.exists() else -1
+    return (
+        torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
+        if ckpt.exists()
+        else -1
+    )
 
 
-@pytest.mark.parametrize("moment", ["after_first_checkpoint", "while_writing_checkpoint", "late_in_training"])
+@pytest.mark.parametrize(
+    "moment", ["after_first_checkpoint", "while_writing_checkpoint", "late_in_training"]
+)
 def test_sigkill_then_resume_completes_with_same_step_count(
     moment, tmp_path, synthetic_data_dir, uninterrupted_steps
 ):
@@ -107,7 +119,11 @@ def test_sigkill_then_resume_completes_with_same_step_count(
     if moment == "while_writing_checkpoint":
         env = child_env(NRKNET_TEST_SLOW_SAVE="2", NRKNET_TEST_MARKER=str(marker))
     proc = subprocess.Popen(
-        child_command(synthetic_data_dir, run_dir), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        child_command(synthetic_data_dir, run_dir),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         if moment == "after_first_checkpoint":
@@ -131,13 +147,19 @@ def test_sigkill_then_resume_completes_with_same_step_count(
     assert metrics["epochs"] == EPOCHS
     assert last_step(run_dir) == uninterrupted_steps >= killed_at
     assert_checkpoints_complete(run_dir)
-    assert not list((run_dir / "checkpoints").glob(".*.tmp")), "stale partial files are cleaned on resume"
+    assert not list((run_dir / "checkpoints").glob(".*.tmp")), (
+        "stale partial files are cleaned on resume"
+    )
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, synthetic_data_dir, uninterrupted_steps):
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(
+    tmp_path, synthetic_data_dir, uninterrupted_steps
+):
     run_dir = tmp_path / "run"
     cmd = child_command(synthetic_data_dir, run_dir, f"trainer.max_epochs={EPOCHS * 50}")
-    proc = subprocess.Popen(cmd, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     wait_for(lambda: last_step(run_dir) > 0, proc)
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
@@ -155,7 +177,9 @@ def read_losses(run_dir: Path) -> list[str]:
         return [r["train/loss_step"] for r in csv.DictReader(f) if r.get("train/loss_step")]
 
 
-def test_same_seed_gives_identical_losses_and_weights_on_cpu(compose_train, tmp_path, synthetic_data_dir):
+def test_same_seed_gives_identical_losses_and_weights_on_cpu(
+    compose_train, tmp_path, synthetic_data_dir
+):
     runs = []
     for name in ("a", "b"):
         run_dir = tmp_path / name
@@ -192,7 +216,13 @@ def _poisoned_run(compose_train, run_dir: Path, data_dir: Path, poisoned: set[in
     from nrknet.train import build
 
     cfg = compose_train(
-        ["experiment=quickstart", *tiny_overrides(data_dir, run_dir), "trainer.max_epochs=2", "test=false", *extra]
+        [
+            "experiment=quickstart",
+            *tiny_overrides(data_dir, run_dir),
+            "trainer.max_epochs=2",
+            "test=false",
+            *extra,
+        ]
     )
     datamodule, module, trainer = build(cfg)
     module.criterion = _PoisonedLoss(module.criterion, poisoned)
@@ -200,7 +230,9 @@ def _poisoned_run(compose_train, run_dir: Path, data_dir: Path, poisoned: set[in
 
 
 def test_nonfinite_loss_stops_with_step_and_terms(compose_train, tmp_path, synthetic_data_dir):
-    datamodule, module, trainer = _poisoned_run(compose_train, tmp_path / "r", synthetic_data_dir, {2})
+    datamodule, module, trainer = _poisoned_run(
+        compose_train, tmp_path / "r", synthetic_data_dir, {2}
+    )
     with pytest.raises(NonFiniteLossError, match=r"step 1: loss=nan, mse=.*fdr=.*reblur="):
         trainer.fit(module, datamodule=datamodule)
     for p in module.model.parameters():
@@ -217,4 +249,6 @@ def test_nonfinite_batches_are_skipped_and_counted(compose_train, tmp_path, synt
     assert trainer.global_step == 6  # the run went on to the end
     best = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
     assert best["nrknet"]["skipped_nonfinite"] >= 1
-    assert all(torch.isfinite(v).all() for v in best["state_dict"].values() if v.is_floating_point())
+    assert all(
+        torch.isfinite(v).all() for v in best["state_dict"].values() if v.is_floating_point()
+    )

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import tiny_overrides
 
 pytestmark = pytest.mark.slow

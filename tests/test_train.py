@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_overrides
 
+from conftest import tiny_overrides
 from nrknet.checkpoint import load_model
 from nrknet.eval import evaluate
 from nrknet.train import train
@@ -25,14 +25,25 @@ def epoch_losses(run_dir: Path) -> list[float]:
 
 def eval_overrides(data_dir: Path, out_dir: Path, ckpt: Path, split: str) -> list[str]:
     keep = ("paths.", "data", "trainer", "metrics.")
-    overrides = [o for o in tiny_overrides(data_dir, out_dir) if o.startswith(keep) and "progress_bar" not in o]
+    overrides = [
+        o
+        for o in tiny_overrides(data_dir, out_dir)
+        if o.startswith(keep) and "progress_bar" not in o
+    ]
     return [*overrides, f"ckpt_path={ckpt}", f"split={split}"]
 
 
-def test_short_training_lowers_loss_and_eval_reproduces_val_psnr(compose_train, tmp_path, synthetic_data_dir):
+def test_short_training_lowers_loss_and_eval_reproduces_val_psnr(
+    compose_train, tmp_path, synthetic_data_dir
+):
     run_dir = tmp_path / "train"
     cfg = compose_train(
-        ["experiment=quickstart", *tiny_overrides(synthetic_data_dir, run_dir), "model.width=8", "trainer.max_epochs=6"]
+        [
+            "experiment=quickstart",
+            *tiny_overrides(synthetic_data_dir, run_dir),
+            "model.width=8",
+            "trainer.max_epochs=6",
+        ]
     )
     best_psnr = train(cfg)
     losses = epoch_losses(run_dir)
@@ -50,7 +61,9 @@ def test_short_training_lowers_loss_and_eval_reproduces_val_psnr(compose_train, 
     assert model.config["width"] == 8
     # scoring the best checkpoint on the validation split gives back the PSNR logged during training
     eval_dir = tmp_path / "eval"
-    eval_cfg = compose_train(eval_overrides(synthetic_data_dir, eval_dir, best, "val"), config_name="eval")
+    eval_cfg = compose_train(
+        eval_overrides(synthetic_data_dir, eval_dir, best, "val"), config_name="eval"
+    )
     psnr = evaluate(eval_cfg)
     assert psnr == pytest.approx(best_psnr, abs=1e-4)
     summary = json.loads((eval_dir / "summary.json").read_text())
@@ -58,7 +71,9 @@ def test_short_training_lowers_loss_and_eval_reproduces_val_psnr(compose_train, 
     assert "| NRKNet |" in (eval_dir / "table.md").read_text()
 
 
-def test_resume_from_last_checkpoint_continues_epoch_and_step(compose_train, tmp_path, synthetic_data_dir):
+def test_resume_from_last_checkpoint_continues_epoch_and_step(
+    compose_train, tmp_path, synthetic_data_dir
+):
     run_dir = tmp_path / "run"
     base = ["experiment=quickstart", *tiny_overrides(synthetic_data_dir, run_dir), "test=false"]
     train(compose_train([*base, "trainer.max_epochs=2"]))

@@ -27,7 +27,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        if storage_options is not None or get_filesystem(path).protocol not in ("file", ("file", "local")):
+        if storage_options is not None or get_filesystem(path).protocol not in (
+            "file",
+            ("file", "local"),
+        ):
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

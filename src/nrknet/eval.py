@@ -34,7 +34,10 @@ def evaluate(cfg: DictConfig) -> float | None:
     )
     datamodule = instantiate(cfg.data)
     trainer: L.Trainer = instantiate(
-        cfg.trainer, logger=instantiate_group(cfg.get("logger")) or False, callbacks=[], max_epochs=1
+        cfg.trainer,
+        logger=instantiate_group(cfg.get("logger")) or False,
+        callbacks=[],
+        max_epochs=1,
     )
     if cfg.split == "test":
         trainer.test(module, datamodule=datamodule)
@@ -46,11 +49,18 @@ def evaluate(cfg: DictConfig) -> float | None:
     results = module.test_results
     if not trainer.is_global_zero:
         return None
-    files = write_reports(results, out_dir, extra={"checkpoint": str(cfg.ckpt_path), "split": cfg.split})
+    files = write_reports(
+        results, out_dir, extra={"checkpoint": str(cfg.ckpt_path), "split": cfg.split}
+    )
     print_run_summary(
         f"nrknet-eval ({cfg.split})",
         results,
-        {"checkpoint": cfg.ckpt_path, "per-image scores": files["per_image"], "summary": files["summary"], "table": files["table"]},
+        {
+            "checkpoint": cfg.ckpt_path,
+            "per-image scores": files["per_image"],
+            "summary": files["summary"],
+            "table": files["table"],
+        },
     )
     first = next(iter(results.values()), None)
     return None if first is None else first["summary"]["psnr"]

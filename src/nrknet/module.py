@@ -65,7 +65,9 @@ class NRKNetModule(L.LightningModule):
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         if self.criterion is None:
-            raise RuntimeError("NRKNetModule was built without a loss; it can evaluate but not train")
+            raise RuntimeError(
+                "NRKNetModule was built without a loss; it can evaluate but not train"
+            )
         blurry, sharp = batch["blurry"], batch["sharp"]
         out = self.model(blurry, sharp)
         terms = self.criterion(out, blurry, sharp, epoch=self.current_epoch)
@@ -74,7 +76,9 @@ class NRKNetModule(L.LightningModule):
             detail = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
             if self.hparams.skip_nonfinite:
                 self.skipped_nonfinite += 1
-                log.warning("skipping batch at step %d: non-finite loss (%s)", self.global_step, detail)
+                log.warning(
+                    "skipping batch at step %d: non-finite loss (%s)", self.global_step, detail
+                )
                 self.log("train/skipped_nonfinite", float(self.skipped_nonfinite), on_step=True)
                 return None
             raise NonFiniteLossError(
@@ -82,10 +86,14 @@ class NRKNetModule(L.LightningModule):
                 "Lower the learning rate, check the data, or set skip_nonfinite=true to skip such batches."
             )
         batch_size = blurry.shape[0]
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size)
+        self.log(
+            "train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size
+        )
         for key in LOSS_TERMS:
             if key in terms:
-                self.log(f"train/{key}", terms[key], on_step=True, on_epoch=True, batch_size=batch_size)
+                self.log(
+                    f"train/{key}", terms[key], on_step=True, on_epoch=True, batch_size=batch_size
+                )
         if self.model.gate is not None:
             self.log("train/gate", self.model.gate.detach(), on_step=False, on_epoch=True)
         return loss
@@ -97,7 +105,10 @@ class NRKNetModule(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -107,7 +118,9 @@ class NRKNetModule(L.LightningModule):
         if self._log_images_now() and len(self._val_images) < self.hparams.num_logged_images:
             from nrknet.viz import comparison_strip
 
-            for i in range(min(blurry.shape[0], self.hparams.num_logged_images - len(self._val_images))):
+            for i in range(
+                min(blurry.shape[0], self.hparams.num_logged_images - len(self._val_images))
+            ):
                 self._val_images.append(comparison_strip(blurry[i], pred[i], sharp[i]))
 
     def _log_images_now(self) -> bool:
@@ -181,7 +194,11 @@ def test_sets_of(trainer: L.Trainer) -> tuple[list[str], list[tuple[int, int] | 
     if not isinstance(loaders, list | tuple):
         loaders = [loaders]
     datamodule = getattr(trainer, "datamodule", None)
-    names = list(getattr(trainer, "nrknet_test_set_names", None) or getattr(datamodule, "test_set_names", []) or [])
+    names = list(
+        getattr(trainer, "nrknet_test_set_names", None)
+        or getattr(datamodule, "test_set_names", [])
+        or []
+    )
     if len(names) != len(loaders):
         names = [f"test_{i}" for i in range(len(loaders))]
     crops = [getattr(loader.dataset, "score_crop", None) for loader in loaders]

@@ -43,7 +43,9 @@ def markdown_table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join([header, rule, *rows]) + "\n"
 
 
-def write_reports(results: dict[str, dict[str, Any]], out_dir: str | Path, extra: dict | None = None) -> dict[str, Path]:
+def write_reports(
+    results: dict[str, dict[str, Any]], out_dir: str | Path, extra: dict | None = None
+) -> dict[str, Path]:
     """Write ``per_image.csv``, ``summary.json`` and ``table.md`` into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -54,17 +56,23 @@ def write_reports(results: dict[str, dict[str, Any]], out_dir: str | Path, extra
         writer.writerow(["dataset", *COLUMNS])
         for dataset, result in results.items():
             for row in result["per_image"]:
-                writer.writerow([dataset, *("" if row.get(c) is None else row.get(c) for c in COLUMNS)])
+                writer.writerow(
+                    [dataset, *("" if row.get(c) is None else row.get(c) for c in COLUMNS)]
+                )
     os.replace(tmp, csv_path)
     summary = {name: r["summary"] for name, r in results.items()}
     json_path = out_dir / "summary.json"
-    _atomic_write_text(json_path, json.dumps({"datasets": summary, **(extra or {})}, indent=2) + "\n")
+    _atomic_write_text(
+        json_path, json.dumps({"datasets": summary, **(extra or {})}, indent=2) + "\n"
+    )
     md_path = out_dir / "table.md"
     _atomic_write_text(md_path, markdown_table(results))
     return {"per_image": csv_path, "summary": json_path, "table": md_path}
 
 
-def print_run_summary(title: str, results: dict[str, dict[str, Any]], locations: dict[str, str | Path]) -> None:
+def print_run_summary(
+    title: str, results: dict[str, dict[str, Any]], locations: dict[str, str | Path]
+) -> None:
     """A short end-of-run summary: input vs output scores per dataset and where the files are."""
     console = Console(stderr=False)
     table = Table(title=title)
@@ -73,8 +81,12 @@ def print_run_summary(title: str, results: dict[str, dict[str, Any]], locations:
     for name, result in results.items():
         s = result["summary"]
         table.add_row(
-            name, str(s.get("count", "")), _fmt(s.get("input_psnr"), 2), _fmt(s.get("psnr"), 2),
-            _fmt(s.get("ssim"), 3), _fmt(s.get("lpips"), 3),
+            name,
+            str(s.get("count", "")),
+            _fmt(s.get("input_psnr"), 2),
+            _fmt(s.get("psnr"), 2),
+            _fmt(s.get("ssim"), 3),
+            _fmt(s.get("lpips"), 3),
         )
     if results:
         console.print(table)

@@ -11,13 +11,17 @@ from torch.optim.lr_scheduler import LambdaLR
 class FractionalSteps:
     """Multiplier of the base learning rate at a given epoch (picklable for checkpoints)."""
 
-    def __init__(self, max_epochs: int, milestones: Sequence[float], factors: Sequence[float]) -> None:
+    def __init__(
+        self, max_epochs: int, milestones: Sequence[float], factors: Sequence[float]
+    ) -> None:
         if len(milestones) != len(factors):
             raise ValueError(
                 f"scheduler: {len(milestones)} milestones but {len(factors)} factors; give one factor per milestone"
             )
         if any(not 0 < m <= 1 for m in milestones) or list(milestones) != sorted(milestones):
-            raise ValueError(f"scheduler: milestones must be increasing fractions in (0, 1], got {list(milestones)}")
+            raise ValueError(
+                f"scheduler: milestones must be increasing fractions in (0, 1], got {list(milestones)}"
+            )
         if max_epochs is None or max_epochs < 1:
             raise ValueError(f"scheduler: max_epochs must be >= 1, got {max_epochs}")
         self.epochs = [round(m * max_epochs) for m in milestones]

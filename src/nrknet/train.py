@@ -26,7 +26,9 @@ def resolve_resume_path(cfg: DictConfig) -> str | None:
         if last.is_file():
             return str(last)
         if cfg.ckpt_path == "last":
-            raise FileNotFoundError(f"ckpt_path=last but there is no {last}; start a new run or give a path")
+            raise FileNotFoundError(
+                f"ckpt_path=last but there is no {last}; start a new run or give a path"
+            )
         return None
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
         raise FileNotFoundError(f"ckpt_path: checkpoint not found: {cfg.ckpt_path}")
@@ -85,7 +87,9 @@ def train(cfg: DictConfig) -> float | None:
         metrics = {
             "best_val_psnr": best_psnr,
             "best_checkpoint": best_path,
-            "last_checkpoint": str(last) if (last := out_dir / "checkpoints" / "last.ckpt").is_file() else None,
+            "last_checkpoint": str(last)
+            if (last := out_dir / "checkpoints" / "last.ckpt").is_file()
+            else None,
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
             "skipped_nonfinite": module.skipped_nonfinite,
@@ -111,7 +115,13 @@ def _loggable(cfg: DictConfig) -> dict:
     from omegaconf import OmegaConf
 
     keys = ("model", "data", "loss", "optimizer", "scheduler", "seed", "study")
-    return {k: OmegaConf.to_container(cfg[k], resolve=True) if isinstance(cfg[k], DictConfig) else cfg[k] for k in keys if k in cfg}
+    return {
+        k: OmegaConf.to_container(cfg[k], resolve=True)
+        if isinstance(cfg[k], DictConfig)
+        else cfg[k]
+        for k in keys
+        if k in cfg
+    }
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

@@ -45,7 +45,11 @@ def instantiate_group(cfg: DictConfig | None) -> list[Any]:
 
     if not cfg:
         return []
-    return [instantiate(entry) for entry in cfg.values() if isinstance(entry, DictConfig) and "_target_" in entry]
+    return [
+        instantiate(entry)
+        for entry in cfg.values()
+        if isinstance(entry, DictConfig) and "_target_" in entry
+    ]
 
 
 def finish_wandb() -> None:
