@@ -20,6 +20,7 @@ from benchmarks.common import machine, save  # noqa: E402
 BENCHMARKS = {
     "model": "benchmarks.bench_model",
     "synthetic": "benchmarks.bench_synthetic",
+    "predict": "benchmarks.bench_predict",
 }
 
 

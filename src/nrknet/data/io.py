@@ -307,8 +307,13 @@ def _jpeg_size(head: bytes, path: Path) -> tuple[int, int] | None:
 
 def _quantise(x: np.ndarray, bit_depth: int) -> np.ndarray:
     maxv = 255 if bit_depth == 8 else 65535
-    x = np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0, posinf=1.0, neginf=0.0)
-    q = np.floor(np.clip(x, 0.0, 1.0) * maxv + 0.5)
+    # float32 and in place: a 24-megapixel image would otherwise take several GiB of temporaries.
+    q = np.array(x, dtype=np.float32, copy=True)
+    np.nan_to_num(q, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+    np.clip(q, 0.0, 1.0, out=q)
+    q *= maxv
+    q += 0.5
+    np.floor(q, out=q)
     return q.astype(np.uint8 if bit_depth == 8 else np.uint16)
 
 

@@ -1,0 +1,217 @@
+"""The ``nrknet-predict`` command: inputs, outputs, skipping, errors."""
+
+from __future__ import annotations
+
+import hashlib
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from nrknet.checkpoint import save_model
+from nrknet.models.nrknet import NRKNet
+from nrknet.predict import main
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors gain nothing from threads, and a busy machine makes them very slow."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "m.ckpt"
+    save_model(NRKNet(width=8), path)
+    return path
+
+
+def _scene(height: int, width: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    coarse = rng.random((height // 8 + 2, width // 8 + 2, 3)).astype(np.float32)
+    smooth = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    return np.clip(0.8 * smooth + 0.2 * rng.random((height, width, 3)), 0, 1)
+
+
+def _write(path: Path, array: np.ndarray, params: tuple = ()) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), array, list(params))
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture
+def photo_folder(tmp_path) -> Path:
+    """A good JPEG, a 16-bit PNG, a greyscale PNG, an RGBA PNG (in a sub-folder) and a corrupt file."""
+    folder = tmp_path / "photos"
+    img = _scene(40, 56)
+    bgr8 = (img[:, :, ::-1] * 255 + 0.5).astype(np.uint8)
+    _write(folder / "a.jpg", bgr8, (cv2.IMWRITE_JPEG_QUALITY, 90))
+    _write(folder / "b16.png", (img[:, :, ::-1] * 65535 + 0.5).astype(np.uint16))
+    _write(folder / "grey.png", cv2.cvtColor(bgr8, cv2.COLOR_BGR2GRAY))
+    alpha = np.tile(np.linspace(0, 255, 56).astype(np.uint8), (40, 1))
+    _write(folder / "sub" / "rgba.png", np.dstack([bgr8, alpha]))
+    good = (folder / "b16.png").read_bytes()
+    (folder / "broken.png").write_bytes(good[: len(good) // 2])
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_folder_of_mixed_images(photo_folder, tmp_path, ckpt, capsys):
+    """Acceptance 2: four outputs with matching bit depth and channels; the corrupt file skipped."""
+    before = _digest(photo_folder)
+    out = tmp_path / "out"
+    status = main([str(photo_folder), "--out", str(out), "--ckpt", str(ckpt)])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert "broken.png" in captured.err
+    assert "1 failed" in captured.out and "4 done" in captured.out
+    assert _digest(photo_folder) == before  # inputs unchanged
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert written == ["a.jpg", "b16.png", "grey.png", "sub/rgba.png"]
+    read = {name: cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED) for name in written}
+    assert read["a.jpg"].dtype == np.uint8 and read["a.jpg"].shape == (40, 56, 3)
+    assert read["b16.png"].dtype == np.uint16 and read["b16.png"].shape == (40, 56, 3)
+    assert read["grey.png"].dtype == np.uint8 and read["grey.png"].shape == (40, 56)
+    rgba = read["sub/rgba.png"]
+    assert rgba.shape == (40, 56, 4)
+    source_alpha = cv2.imread(str(photo_folder / "sub" / "rgba.png"), cv2.IMREAD_UNCHANGED)[..., 3]
+    assert np.array_equal(rgba[..., 3], source_alpha)
+    # The 16-bit result uses the 16-bit range, not 8-bit values stored in 16 bits.
+    assert np.any(read["b16.png"] % 257 != 0)
+
+
+def test_existing_outputs_are_skipped_unless_overwrite(photo_folder, tmp_path, ckpt, capsys):
+    (photo_folder / "broken.png").unlink()
+    out = tmp_path / "out"
+    assert main([str(photo_folder), "--out", str(out), "--ckpt", str(ckpt), "-q"]) == 0
+    first = (out / "a.jpg").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main([str(photo_folder), "--out", str(out), "--ckpt", str(ckpt), "-q"]) == 0
+    captured = capsys.readouterr()
+    assert "0 done, 4 skipped" in captured.out
+    assert "exists" in captured.err
+    assert (out / "a.jpg").stat().st_mtime_ns == first
+    status = main([str(photo_folder), "--out", str(out), "--ckpt", str(ckpt), "--overwrite", "-q"])
+    assert status == 0
+    assert "4 done" in capsys.readouterr().out
+
+
+def test_file_and_glob_inputs_with_tiling(photo_folder, tmp_path, ckpt, capsys):
+    """A file and a glob; --tile forces tiling, whose 16-bit result matches the whole image's."""
+    whole, tiled = tmp_path / "whole", tmp_path / "tiled"
+    assert main([str(photo_folder / "b16.png"), "-o", str(whole), "-c", str(ckpt)]) == 0
+    status = main([str(photo_folder / "*.png"), "-o", str(tiled), "-c", str(ckpt), "--tile", "16"])
+    assert status == 1  # broken.png matches the glob
+    capsys.readouterr()
+    assert sorted(p.name for p in tiled.iterdir()) == ["b16.png", "grey.png"]
+    a = cv2.imread(str(whole / "b16.png"), cv2.IMREAD_UNCHANGED).astype(np.int64)
+    b = cv2.imread(str(tiled / "b16.png"), cv2.IMREAD_UNCHANGED).astype(np.int64)
+    assert np.abs(a - b).max() <= 7  # 1e-4 of the 16-bit range
+
+
+def test_defocus_map_and_figures(photo_folder, tmp_path, ckpt, capsys):
+    out = tmp_path / "out"
+    args = [str(photo_folder / "a.jpg"), "--out", str(out), "--ckpt", str(ckpt)]
+    assert main([*args, "--defocus-map", "--figures", "--levels", "0,3,21"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "a.coefficients.png",
+        "a.compare.png",
+        "a.defocus.png",
+        "a.defocus_color.png",
+        "a.jpg",
+        "atoms.png",
+    ]
+    radius = cv2.imread(str(out / "a.defocus.png"), cv2.IMREAD_UNCHANGED)
+    assert radius.dtype == np.uint16 and radius.shape == (40, 56)
+    color = cv2.imread(str(out / "a.defocus_color.png"), cv2.IMREAD_UNCHANGED)
+    assert color.shape[0] == 40 and color.shape[1] > 56 and color.shape[2] == 3
+    # A side file that exists also counts as an existing output.
+    (out / "a.jpg").unlink()
+    capsys.readouterr()
+    assert main([*args, "--defocus-map"]) == 0
+    assert "a.defocus.png exists" in capsys.readouterr().err
+    assert not (out / "a.jpg").exists()
+
+
+def test_output_inside_input_folder_is_refused(photo_folder, ckpt, capsys):
+    before = _digest(photo_folder)
+    status = main([str(photo_folder), "--out", str(photo_folder / "out"), "--ckpt", str(ckpt)])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith("nrknet-predict: error:") and "inside the input folder" in err
+    assert "Traceback" not in err
+    assert _digest(photo_folder) == before
+    status = main([str(photo_folder / "a.jpg"), "--out", str(photo_folder), "--ckpt", str(ckpt)])
+    assert status == 2
+    assert _digest(photo_folder) == before
+
+
+@pytest.mark.parametrize("kind", ["missing", "garbage", "foreign"])
+def test_bad_checkpoint(photo_folder, tmp_path, kind, capsys):
+    path = tmp_path / "bad.ckpt"
+    if kind == "garbage":
+        path.write_bytes(b"this is not a checkpoint")
+    elif kind == "foreign":
+        torch.save({"state_dict": {"conv.weight": torch.zeros(1)}}, path)
+    status = main([str(photo_folder), "--out", str(tmp_path / "out"), "--ckpt", str(path)])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith("nrknet-predict: error:") and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+    if kind == "foreign":
+        assert "not an NRKNet checkpoint" in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_missing_input_is_reported_and_the_rest_continue(photo_folder, tmp_path, ckpt, capsys):
+    out = tmp_path / "out"
+    missing = tmp_path / "nope.png"
+    status = main(
+        [str(missing), str(photo_folder / "a.jpg"), "--out", str(out), "--ckpt", str(ckpt)]
+    )
+    captured = capsys.readouterr()
+    assert status == 1
+    assert str(missing) in captured.err
+    assert (out / "a.jpg").is_file()
+
+
+def test_no_images_and_bad_options(tmp_path, ckpt, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([str(empty), "--out", str(tmp_path / "o"), "--ckpt", str(ckpt)]) == 2
+    assert "no images found" in capsys.readouterr().err
+    (empty / "x.png").write_bytes(b"")
+    assert main([str(empty), "-o", str(tmp_path / "o"), "-c", str(ckpt), "--tile", "0"]) == 2
+    if not torch.cuda.is_available():
+        status = main([str(empty), "-o", str(tmp_path / "o"), "-c", str(ckpt), "--device", "cuda"])
+        assert status == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+    (tmp_path / "x.webp").write_bytes(b"RIFF")
+    assert main([str(tmp_path / "x.webp"), "-o", str(tmp_path / "o"), "-c", str(ckpt)]) == 1
+    assert "x.webp" in capsys.readouterr().err
+
+
+def test_console_script_and_help(capsys):
+    scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
+    assert scripts.get("nrknet-predict") == "nrknet.predict:main"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--out", "--ckpt", "--tile", "--overlap", "--defocus-map", "--overwrite"):
+        assert option in out
