@@ -57,6 +57,7 @@ class NRKNetModule(L.LightningModule):
         self.test_results: dict[str, dict[str, Any]] = {}
         self.skipped_nonfinite = 0
         self._val_images: list[np.ndarray] = []
+        self._val_probe: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ inference
     def forward(self, blurry: torch.Tensor) -> torch.Tensor:
@@ -115,6 +116,8 @@ class NRKNetModule(L.LightningModule):
         blurry, sharp = batch["blurry"], batch["sharp"]
         pred = self.model(blurry)
         self.val_metrics.update(pred, sharp, batch["name"], blurry=blurry)
+        if batch_idx == 0 and self._log_images_now():
+            self._val_probe = blurry[:1].detach()
         if self._log_images_now() and len(self._val_images) < self.hparams.num_logged_images:
             from nrknet.viz import comparison_strip
 
@@ -139,10 +142,22 @@ class NRKNetModule(L.LightningModule):
         self._val_images = []
 
     def _log_figures(self, triplets: list[np.ndarray]) -> None:
-        from nrknet.viz import atom_kernels_figure
+        from nrknet.viz import (
+            atom_kernels_figure,
+            coefficient_maps_figure,
+            colorize_defocus,
+            effective_blur_radius,
+            full_scale_coefficients,
+        )
 
         images = {f"val/triplet_{i}": img for i, img in enumerate(triplets)}
         images["val/atoms"] = atom_kernels_figure(self.model.atoms)
+        if self._val_probe is not None:
+            # what the network believes about the first validation image's blur
+            gamma = full_scale_coefficients(self.model, self._val_probe)
+            images["val/defocus_map"] = colorize_defocus(effective_blur_radius(gamma, self.model.blur)[0, 0])
+            images["val/coefficients"] = coefficient_maps_figure(gamma[0])
+            self._val_probe = None
         if self.trainer.is_global_zero:
             log_images(self.trainer, images, step=self.current_epoch)
 
