@@ -96,7 +96,7 @@ class NRKNetModule(L.LightningModule):
                     f"train/{key}", terms[key], on_step=True, on_epoch=True, batch_size=batch_size
                 )
         if self.model.gate is not None:
-            self.log("train/gate", self.model.gate.detach(), on_step=False, on_epoch=True)
+            self.log("train/gate", self.model.gate.detach(), on_step=False, on_epoch=True, batch_size=batch_size)
         return loss
 
     def configure_optimizers(self):
