@@ -6,7 +6,47 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nrknet.models.unet import DEFAULT_BAND_BYTES, ReflectConv2d, band_rows, conv3x3_band
+
 LSTMState = tuple[torch.Tensor, torch.Tensor]
+
+
+def fold_batch_norm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of ``bn(conv(x))`` as one convolution (``bn`` in eval mode)."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    weight = conv.weight * scale.view(-1, 1, 1, 1)
+    bias = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    return weight, bias
+
+
+def modulated_local_maps(
+    features: torch.Tensor,
+    conv: nn.Conv2d,
+    bn: nn.BatchNorm2d,
+    global_half: torch.Tensor,
+    band_bytes: int = DEFAULT_BAND_BYTES,
+) -> torch.Tensor:
+    """Inference form of ``G * relu(bn(conv(F))) + G`` with ``G`` the nearest 2x upsampling of ``global_half``.
+
+    BatchNorm is folded into the convolution and the maps are computed in
+    bands of rows straight into a contiguous (N, M, H, W) tensor, the layout the
+    RKR operator reads; neither the local maps nor ``G`` exist at full size.
+    """
+    n, _, height, width = features.shape
+    weight, bias = fold_batch_norm(conv, bn)
+    maps = features.new_empty((n, weight.shape[0], height, width))
+    rows = max(2, band_rows(features, band_bytes) // 2 * 2)
+    for r0 in range(0, height, rows):
+        r1 = min(r0 + rows, height)
+        a, b = max(r0 - 1, 0), min(r1 + 1, height)
+        local = F.relu_(conv3x3_band(features[:, :, a:b], weight, bias, r0 == 0, r1 == height))
+        g = F.interpolate(
+            global_half[:, :, r0 // 2 : (r1 + 1) // 2], scale_factor=2, mode="nearest"
+        )
+        torch.addcmul(g, g, local, out=maps[:, :, r0:r1])
+    return maps
 
 
 class ConvLSTMCoefficientHead(nn.Module):
@@ -23,11 +63,12 @@ class ConvLSTMCoefficientHead(nn.Module):
     def __init__(self, width: int, num_maps: int) -> None:
         super().__init__()
         self.num_maps = num_maps
-        self.local_conv = nn.Conv2d(
+        self.local_conv = ReflectConv2d(
             width, num_maps, 3, padding=1, bias=False, padding_mode="reflect"
         )
         self.local_bn = nn.BatchNorm2d(num_maps)
         self.lstm_conv = nn.Conv2d(width + num_maps, 4 * num_maps, 5, padding=2, bias=True)
+        self.band_bytes = DEFAULT_BAND_BYTES
 
     def initial_state(self, features_shape: torch.Size, like: torch.Tensor) -> LSTMState:
         n, _, height, width = features_shape
@@ -37,6 +78,8 @@ class ConvLSTMCoefficientHead(nn.Module):
     def forward(
         self, features: torch.Tensor, state: LSTMState | None
     ) -> tuple[torch.Tensor, LSTMState]:
+        if not (torch.is_grad_enabled() or self.training):
+            return self._forward_inference(features, state)
         local = F.relu(self.local_bn(self.local_conv(features)))
         pooled = F.avg_pool2d(features, 2)
         if state is None:
@@ -48,6 +91,40 @@ class ConvLSTMCoefficientHead(nn.Module):
         h = torch.sigmoid(o) * torch.tanh(c)
         global_map = F.interpolate(h, scale_factor=2, mode="nearest")
         return global_map * local + global_map, (h, c)
+
+    @torch.no_grad()
+    def _forward_inference(
+        self, features: torch.Tensor, state: LSTMState | None
+    ) -> tuple[torch.Tensor, LSTMState]:
+        if state is None:
+            state = self.initial_state(features.shape, features)
+        h, c = self._lstm_step_inference(features, state)
+        gamma = modulated_local_maps(features, self.local_conv, self.local_bn, h, self.band_bytes)
+        return gamma, (h, c)
+
+    def _lstm_step_inference(self, features: torch.Tensor, state: LSTMState) -> LSTMState:
+        """The ConvLSTM update in bands of rows of the half-resolution state."""
+        h_old, c_old = state
+        n, _, height, width = h_old.shape
+        h = h_old.new_empty(h_old.shape)
+        c = c_old.new_empty(c_old.shape)
+        weight, bias = self.lstm_conv.weight, self.lstm_conv.bias
+        reach = weight.shape[-2] // 2  # zero padding 2 of the 5x5 gate convolution
+        rows = max(1, band_rows(features, self.band_bytes) // 2)
+        for r0 in range(0, height, rows):
+            r1 = min(r0 + rows, height)
+            a, b = max(r0 - reach, 0), min(r1 + reach, height)
+            pooled = F.avg_pool2d(features[:, :, 2 * a : 2 * b], 2)
+            inputs = torch.cat((pooled, h_old[:, :, a:b].to(pooled.dtype)), dim=1)
+            del pooled
+            inputs = F.pad(inputs, (0, 0, a - (r0 - reach), (r1 + reach) - b))
+            gates = F.conv2d(inputs, weight, bias, padding=(0, reach))
+            del inputs
+            i, f, o, g = gates.chunk(4, dim=1)
+            c_band = torch.sigmoid(f) * c_old[:, :, r0:r1] + torch.sigmoid(i) * torch.tanh(g)
+            h[:, :, r0:r1] = torch.sigmoid(o) * torch.tanh(c_band)
+            c[:, :, r0:r1] = c_band
+        return h, c
 
     @staticmethod
     def next_scale_state(state: LSTMState) -> LSTMState:
@@ -68,15 +145,22 @@ class PlainCoefficientHead(nn.Module):
     def __init__(self, width: int, num_maps: int) -> None:
         super().__init__()
         self.num_maps = num_maps
-        self.local_conv = nn.Conv2d(
+        self.local_conv = ReflectConv2d(
             width, num_maps, 3, padding=1, bias=False, padding_mode="reflect"
         )
         self.local_bn = nn.BatchNorm2d(num_maps)
         self.global_conv = nn.Conv2d(width, num_maps, 5, padding=2, bias=True)
+        self.band_bytes = DEFAULT_BAND_BYTES
 
     def forward(self, features: torch.Tensor, state: None = None) -> tuple[torch.Tensor, None]:
-        local = F.relu(self.local_bn(self.local_conv(features)))
         g = torch.tanh(self.global_conv(F.avg_pool2d(features, 2)))
+        if not (torch.is_grad_enabled() or self.training):
+            with torch.no_grad():
+                maps = modulated_local_maps(
+                    features, self.local_conv, self.local_bn, g, self.band_bytes
+                )
+            return maps, None
+        local = F.relu(self.local_bn(self.local_conv(features)))
         global_map = F.interpolate(g, scale_factor=2, mode="nearest")
         return global_map * local + global_map, None
 

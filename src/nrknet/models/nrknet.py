@@ -192,6 +192,8 @@ class NRKNet(nn.Module):
             factor = 2**scale
             y = downsample_nearest(blurry, factor)
             features = self.unet(y)
+            if scale < self.num_scales - 1:  # carried from the coarser scale, upsampled when used
+                state = self.coefficients.next_scale_state(state)
             gamma, state = self.coefficients(features, state)
             del features
 
@@ -208,8 +210,6 @@ class NRKNet(nn.Module):
                     running_sums.append(scale_sum)
                     reblurred.append(blur(downsample_nearest(sharp, factor)))
             del terms, gamma
-            if scale > 0:
-                state = self.coefficients.next_scale_state(state)
         if self.fusion == "cross_scale":
             output = cross_scale_fusion(blurry, last_terms)
         else:
@@ -235,7 +235,8 @@ class NRKNet(nn.Module):
         if blurry.dim() != 4:
             raise ValueError(f"expected a batch (N, C, H, W), got shape {tuple(blurry.shape)}")
         height, width = blurry.shape[-2:]
-        padded, _ = pad_to_multiple(blurry, self.size_multiple)
+        # The coarsest U-Net level needs at least 2x2 pixels for its reflect padding.
+        padded, _ = pad_to_multiple(blurry, self.size_multiple, minimum=2 * self.size_multiple)
         if sharp is None:
             return self._run(padded, None)[..., :height, :width]
         if sharp.shape != blurry.shape:

@@ -1,15 +1,58 @@
-"""The feature U-Net shared by all scales (facts section 1, item 2)."""
+"""The feature U-Net shared by all scales (facts section 1, item 2).
+
+Two execution paths compute the same function:
+
+* with autograd (training), plain NCHW modules with in-place ReLUs and
+  residual additions where autograd allows them;
+* without autograd (inference), channels-last tensors (oneDNN's native layout,
+  no reorders around every convolution), residual blocks updated in place and
+  computed in horizontal bands, and each transposed convolution added band by
+  band into its skip connection, so a full-resolution stage holds one or two
+  feature maps at a time instead of four or five.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nrknet.ops.padding import reflect_conv2d, reflect_conv3x3
+
+#: Target size of one band of activations in the inference path (bytes).
+DEFAULT_BAND_BYTES = 16 * 2**20
+
+
+class ReflectConv2d(nn.Conv2d):
+    """``nn.Conv2d`` with ``padding_mode="reflect"`` that does not copy its input to pad it.
+
+    Same parameters, names and result as the reference's reflect-padded
+    convolution (see :func:`nrknet.ops.padding.reflect_conv2d`).
+    """
+
+    def _conv_forward(
+        self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        stride, padding = self.stride, self.padding
+        if (
+            self.padding_mode == "reflect"
+            and isinstance(padding, tuple)
+            and stride[0] == stride[1]
+            and padding[0] == padding[1]
+            and self.dilation == (1, 1)
+            and self.groups == 1
+        ):
+            if padding[0] == 1 and self.kernel_size == (3, 3):
+                return reflect_conv3x3(input, weight, bias, stride[0])
+            return reflect_conv2d(input, weight, bias, stride[0], padding[0])
+        return super()._conv_forward(input, weight, bias)
+
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
     """Bias-free 3x3 convolution with reflect padding, as every U-Net conv of the reference."""
-    return nn.Conv2d(
+    return ReflectConv2d(
         in_channels, out_channels, 3, stride=stride, padding=1, bias=False, padding_mode="reflect"
     )
 
@@ -17,6 +60,106 @@ def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
 def up_conv(in_channels: int, out_channels: int) -> nn.ConvTranspose2d:
     """Bias-free 4x4 stride-2 transposed convolution doubling the resolution."""
     return nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1, bias=False)
+
+
+def band_rows(x: torch.Tensor, band_bytes: int) -> int:
+    """Rows of ``x`` (N, C, H, W) in a band of about ``band_bytes`` (at least 2)."""
+    n, c, _, w = x.shape
+    return max(2, band_bytes // max(1, n * c * w * x.element_size()))
+
+
+def conv3x3_band(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    top: bool,
+    bottom: bool,
+) -> torch.Tensor:
+    """3x3 convolution of a band of rows: reflect padding left and right, and at the top
+    or bottom only where the band touches the image border (``top``/``bottom``).
+
+    The result has two rows fewer than ``x`` without border padding.
+    """
+    return F.conv2d(F.pad(x, (1, 1, int(top), int(bottom)), mode="reflect"), weight, bias)
+
+
+def _band_residual(
+    z: torch.Tensor, rows: tuple[int, int], block: ResBlock, height: int
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """One residual block on the band of rows ``rows = (a, b)`` held in ``z``.
+
+    Returns the block's output on the rows it can compute exactly: all of
+    them at the image borders (reflect padding), one fewer per convolution
+    on each inner side.
+    """
+    a, b = rows
+    t = F.relu_(conv3x3_band(z, block.conv1.weight, None, a == 0, b == height))
+    ta, tb = a + (a > 0), b - (b < height)
+    u = conv3x3_band(t, block.conv2.weight, None, ta == 0, tb == height)
+    del t
+    ua, ub = ta + (ta > 0), tb - (tb < height)
+    return u.add_(z[:, :, ua - a : ub - a]), (ua, ub)
+
+
+def stream_blocks_(
+    x: torch.Tensor,
+    blocks: Sequence[ResBlock],
+    rows: int,
+    head: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Run a chain of residual blocks over ``x`` in place, band by band (inference only).
+
+    Without ``head``: ``x <- blocks(x)``. With ``head`` (a 3x3 weight):
+    ``x <- x + blocks(relu(conv(x, head)))``, the bottleneck of the U-Net.
+    Each band of output rows is computed from ``x`` with the halo the chain
+    needs and written back once the next band has read its input, so only
+    band-sized temporaries exist besides ``x``.
+    """
+    height = x.shape[-2]
+    halo = 2 * len(blocks) + (head is not None)
+    rows = max(rows, halo, 1)
+    pending: tuple[int, int, torch.Tensor] | None = None
+
+    def write(p0: int, p1: int, value: torch.Tensor) -> None:
+        if head is None:
+            x[:, :, p0:p1].copy_(value)
+        else:
+            x[:, :, p0:p1].add_(value)
+
+    for r0 in range(0, height, rows):
+        r1 = min(r0 + rows, height)
+        a, b = max(r0 - halo, 0), min(r1 + halo, height)
+        z = x[:, :, a:b]
+        if head is not None:
+            z = F.relu_(conv3x3_band(z, head, None, a == 0, b == height))
+            a, b = a + (a > 0), b - (b < height)
+        for block in blocks:
+            z, (a, b) = _band_residual(z, (a, b), block, height)
+        out = z[:, :, r0 - a : r1 - a]
+        del z
+        if pending is not None:  # the previous band's rows are no longer read
+            write(*pending)
+        pending = (r0, r1, out)
+    if pending is not None:
+        write(*pending)
+    return x
+
+
+def up_relu_add_(
+    skip: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rows: int
+) -> torch.Tensor:
+    """``skip += relu(conv_transpose2d(x, weight, stride=2, padding=1))`` in place, band by band.
+
+    Output rows ``[2a, 2b)`` depend on input rows ``[a - 1, b + 1)`` only.
+    """
+    height = x.shape[-2]
+    for a in range(0, height, rows):
+        b = min(a + rows, height)
+        a_in, b_in = max(a - 1, 0), min(b + 1, height)
+        y = F.conv_transpose2d(x[:, :, a_in:b_in], weight, stride=2, padding=1)
+        lo = 2 * (a - a_in)
+        skip[:, :, 2 * a : 2 * b].add_(F.relu_(y[:, :, lo : lo + 2 * (b - a)]))
+    return skip
 
 
 class ResBlock(nn.Module):
@@ -28,7 +171,11 @@ class ResBlock(nn.Module):
         self.conv2 = conv3x3(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(x)))
+        return self.conv2(F.relu(self.conv1(x), inplace=True)).add_(x)
+
+    def forward_(self, x: torch.Tensor, band_bytes: int = DEFAULT_BAND_BYTES) -> torch.Tensor:
+        """Inference: update ``x`` in place, in bands of about ``band_bytes``."""
+        return stream_blocks_(x, [self], band_rows(x, band_bytes))
 
 
 def res_stage(channels: int, blocks: int) -> nn.Sequential:
@@ -41,6 +188,9 @@ class FeatureUNet(nn.Module):
     ``extra_blocks`` adds residual blocks to the two full-resolution stages:
     the deeper U-Net that replaces the ConvLSTM in the paper's Table 4
     ablation (one extra block each keeps the size within 0.2 % at width 64).
+
+    Without autograd the forward pass takes the in-place, banded path (see the
+    module docstring); ``band_bytes`` sets the band size (not saved in checkpoints).
     """
 
     def __init__(self, width: int = 64, in_channels: int = 3, extra_blocks: int = 0) -> None:
@@ -59,12 +209,41 @@ class FeatureUNet(nn.Module):
         self.dec2 = res_stage(2 * c, 1)
         self.up2 = up_conv(2 * c, c)
         self.dec3 = res_stage(c, 1 + extra_blocks)
+        self.band_bytes = DEFAULT_BAND_BYTES
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        e1 = self.enc1(F.relu(self.head(x)))
-        e2 = self.enc2(F.relu(self.down1(e1)))
-        e3 = self.enc3(F.relu(self.down2(e2)))
-        b = self.bottleneck(F.relu(self.bottleneck_conv(e3)))
-        d = F.relu(self.up1(self.dec1(e3 + b)))
-        d = F.relu(self.up2(self.dec2(d + e2)))
+        if not torch.is_grad_enabled():
+            return self.forward_inference(x)
+        x = x.contiguous(memory_format=torch.channels_last)
+        e1 = self.enc1(F.relu(self.head(x), inplace=True))
+        e2 = self.enc2(F.relu(self.down1(e1), inplace=True))
+        e3 = self.enc3(F.relu(self.down2(e2), inplace=True))
+        b = self.bottleneck(F.relu(self.bottleneck_conv(e3), inplace=True))
+        # ReLU keeps its output for the backward pass: the skip additions must not be in place.
+        d = F.relu(self.up1(self.dec1(b.add_(e3))), inplace=True)
+        d = F.relu(self.up2(self.dec2(d + e2)), inplace=True)
         return self.dec3(d + e1)
+
+    def _stage_(self, stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        return stream_blocks_(x, list(stage), band_rows(x, self.band_bytes))
+
+    @torch.no_grad()
+    def forward_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward pass without autograd: channels-last, in place and in bands.
+
+        Returns channels-last features; same values as the autograd path up to rounding.
+        """
+        x = x.contiguous(memory_format=torch.channels_last)
+        e1 = self._stage_(self.enc1, F.relu_(self.head(x)))
+        e2 = self._stage_(self.enc2, F.relu_(self.down1(e1)))
+        e3 = self._stage_(self.enc3, F.relu_(self.down2(e2)))
+        # e3 + bottleneck(e3) in place, then the first decoder stage
+        rows = band_rows(e3, self.band_bytes)
+        stream_blocks_(e3, list(self.bottleneck), rows, head=self.bottleneck_conv.weight)
+        self._stage_(self.dec1, e3)
+        up_relu_add_(e2, e3, self.up1.weight, max(1, band_rows(e2, self.band_bytes) // 2))
+        del e3
+        self._stage_(self.dec2, e2)
+        up_relu_add_(e1, e2, self.up2.weight, max(1, band_rows(e1, self.band_bytes) // 2))
+        del e2
+        return self._stage_(self.dec3, e1)

@@ -30,15 +30,260 @@ def reflect_pad(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor
             min(bottom, height - 1),
         )
         x = F.pad(x, step, mode="reflect")
-        left, right, top, bottom = (a - b for a, b in zip((left, right, top, bottom), step, strict=True))
+        left, right, top, bottom = (
+            a - b for a, b in zip((left, right, top, bottom), step, strict=True)
+        )
     return x
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Reflect-pad height and width up to a multiple; returns the padded tensor and the original size."""
+def pad_to_multiple(
+    x: torch.Tensor, multiple: int, minimum: int = 0
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Reflect-pad height and width up to a multiple (and at least ``minimum``).
+
+    Returns the padded tensor and the original size.
+    """
     height, width = x.shape[-2:]
-    pad_h = (-height) % multiple
-    pad_w = (-width) % multiple
-    if pad_h or pad_w:
-        x = reflect_pad(x, (0, pad_w, 0, pad_h))
+    target_h = max(-(-height // multiple) * multiple, minimum)
+    target_w = max(-(-width // multiple) * multiple, minimum)
+    if target_h != height or target_w != width:
+        x = reflect_pad(x, (0, target_w - width, 0, target_h - height))
     return x, (height, width)
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def reflect_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: int = 1,
+    padding: int = 1,
+) -> torch.Tensor:
+    """``conv2d(F.pad(x, (padding,) * 4, mode="reflect"), weight, bias, stride)`` without the padded copy.
+
+    The convolution runs with zero padding on ``x`` itself, then the few border
+    rows and columns whose windows reach into the padding are recomputed from
+    thin reflect-padded strips and written over. The result equals the padded
+    convolution up to rounding; memory and time for a full padded copy of ``x``
+    (and, when training, for its gradient) are saved.
+    """
+    if padding == 0:
+        return F.conv2d(x, weight, bias, stride)
+    height, width = x.shape[-2:]
+    kh, kw = weight.shape[-2:]
+    p, s = padding, stride
+    if min(height, width) < 2 * (max(kh, kw) + p + s):  # tiny inputs: pad by copying
+        return F.conv2d(F.pad(x, (p, p, p, p), mode="reflect"), weight, bias, s)
+    out = F.conv2d(x, weight, bias, s, p)
+    out_h, out_w = out.shape[-2:]
+
+    def strip_conv(strip: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
+        return F.conv2d(F.pad(strip, pad, mode="reflect"), weight, bias, s)
+
+    # Output row i reads input rows [i s - p, i s - p + kh).
+    top = _ceil_div(p, s)
+    bottom = _ceil_div(height + p - kh + 1, s)  # first output row reaching below the input
+    left = _ceil_div(p, s)
+    right = _ceil_div(width + p - kw + 1, s)
+    if top > 0:
+        rows = (top - 1) * s - p + kh
+        out[..., :top, :] = strip_conv(x[..., :rows, :], (p, p, p, 0))
+    if bottom < out_h:
+        first = bottom * s - p
+        extra = (out_h - 1) * s - p + kh - height
+        out[..., bottom:, :] = strip_conv(x[..., first:, :], (p, p, 0, extra))
+    if left > 0:
+        cols = (left - 1) * s - p + kw
+        out[..., :, :left] = strip_conv(x[..., :, :cols], (p, 0, p, p))
+    if right < out_w:
+        first = right * s - p
+        extra = (out_w - 1) * s - p + kw - width
+        out[..., :, right:] = strip_conv(x[..., :, first:], (0, extra, p, p))
+    return out
+
+
+def _ring_terms(x: torch.Tensor, stride: int, out_size: tuple[int, int]):
+    """The four border terms of a 3x3, padding-1 reflect convolution beyond zero padding.
+
+    Reflect padding equals zero padding plus a ring holding the mirrored
+    pixels; each side of the ring meets one row (or column) of the kernel.
+    Yields ``(side, values, kernel_index, out_index)``: ``values`` the ring
+    row as a (N, C, 1, L) tensor (columns are transposed into rows), already
+    padded along its length (by reflection for the top and bottom rows, whose
+    ring includes the corners, by zeros for the side columns, which exclude them).
+    """
+    height, width = x.shape[-2:]
+    out_h, out_w = out_size
+    s = stride
+    # top and bottom ring rows (padded rows -1 and H) span the corners
+    yield "top", F.pad(x[:, :, 1:2, :], (1, 1, 0, 0), mode="reflect"), 0, 0
+    if (out_h - 1) * s + 1 == height:  # the last window reaches padded row H
+        yield "bottom", F.pad(x[:, :, -2:-1, :], (1, 1, 0, 0), mode="reflect"), 2, out_h - 1
+    yield "left", F.pad(x[:, :, :, 1:2].transpose(-1, -2), (1, 1, 0, 0)), 0, 0
+    if (out_w - 1) * s + 1 == width:
+        yield "right", F.pad(x[:, :, :, -2:-1].transpose(-1, -2), (1, 1, 0, 0)), 2, out_w - 1
+
+
+def _ring_weight(weight: torch.Tensor, side: str, index: int) -> torch.Tensor:
+    if side in ("top", "bottom"):
+        return weight[:, :, index : index + 1, :]
+    return weight[:, :, :, index : index + 1].transpose(-1, -2)
+
+
+class _ReflectConv2d(torch.autograd.Function):
+    """3x3 convolution with reflect padding 1: zero-padded convolution plus border terms.
+
+    Neither pass materialises a padded copy of the input or of its gradient;
+    the backward pass is the zero-padded convolution's plus the gradients of
+    the four thin border terms.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride):
+        ctx.save_for_backward(x, weight)
+        ctx.stride = stride
+        ctx.has_bias = bias is not None
+        return reflect_conv2d(x, weight, bias, stride, 1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        s = ctx.stride
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        grad = grad.contiguous(memory_format=_memory_format(x))
+        grad_x = grad_w = grad_b = None
+        if need_x:
+            grad_x = torch.ops.aten.convolution_backward(
+                grad,
+                x,
+                weight,
+                None,
+                [s, s],
+                [1, 1],
+                [1, 1],
+                False,
+                [0, 0],
+                1,
+                [True, False, False],
+            )[0]
+            out_size = grad.shape[-2:]
+            for side, ring, k, o in _ring_terms(x, s, out_size):
+                if side in ("top", "bottom"):
+                    g = grad[:, :, o : o + 1, :]
+                else:
+                    g = grad[:, :, :, o : o + 1].transpose(-1, -2)
+                g_ring = torch.ops.aten.convolution_backward(
+                    g.contiguous(),
+                    ring.contiguous(),
+                    _ring_weight(weight, side, k).contiguous(),
+                    None,
+                    [1, s],
+                    [0, 0],
+                    [1, 1],
+                    False,
+                    [0, 0],
+                    1,
+                    [True, False, False],
+                )[0]
+                if side == "top":
+                    grad_x[:, :, 1:2, :] += _fold_reflect_1(g_ring)
+                elif side == "bottom":
+                    grad_x[:, :, -2:-1, :] += _fold_reflect_1(g_ring)
+                elif side == "left":
+                    grad_x[:, :, :, 1:2] += g_ring[..., 1:-1].transpose(-1, -2)
+                else:
+                    grad_x[:, :, :, -2:-1] += g_ring[..., 1:-1].transpose(-1, -2)
+        if need_w:
+            padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+            if s == 1 and x.shape[1] >= 16:
+                grad_w = _weight_grad_gemm(padded, grad)
+            else:  # oneDNN's weight gradient is fastest on NCHW tensors
+                grad_w = torch.ops.aten.convolution_backward(
+                    grad.contiguous(),
+                    padded.contiguous(),
+                    weight,
+                    None,
+                    [s, s],
+                    [0, 0],
+                    [1, 1],
+                    False,
+                    [0, 0],
+                    1,
+                    [False, True, False],
+                )[1]
+        if need_b and ctx.has_bias:
+            grad_b = grad.sum((0, 2, 3))
+        return grad_x, grad_w, grad_b, None
+
+
+def _weight_grad_gemm(padded: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Weight gradient of a stride-1 3x3 convolution of ``padded`` (already padded by 1).
+
+    With the image rows laid end to end (``grad`` widened by two zero columns to
+    the padded width), each kernel tap is one matrix product between ``grad``
+    and a shifted view of the flattened input: nine GEMMs, no unfolded copy.
+    """
+    n, c, hp, wp = padded.shape
+    o, height, width = grad.shape[1:]
+    length = height * wp - 2  # the last two positions fall in the zero columns
+    if padded.is_contiguous(memory_format=torch.channels_last) and not padded.is_contiguous():
+        flat = padded.permute(0, 2, 3, 1).reshape(n, hp * wp, c)  # (N, P, C)
+        wide = grad.new_empty(n, height, wp, o)
+        wide[:, :, :width] = grad.permute(0, 2, 3, 1)
+        wide[:, :, width:] = 0
+        wide = wide.view(n, height * wp, o)[:, :length].transpose(1, 2)  # (N, O, L)
+
+        def tap(offset: int) -> torch.Tensor:
+            return flat[:, offset : offset + length]  # (N, L, C)
+    else:
+        flat = padded.contiguous().view(n, c, hp * wp)  # (N, C, P)
+        wide = grad.new_empty(n, o, height, wp)
+        wide[..., :width] = grad
+        wide[..., width:] = 0
+        wide = wide.view(n, o, height * wp)[:, :, :length]  # (N, O, L)
+
+        def tap(offset: int) -> torch.Tensor:
+            return flat[:, :, offset : offset + length].transpose(1, 2)  # (N, L, C)
+
+    out = grad.new_empty(o, c, 3, 3)
+    for kh in range(3):
+        for kw in range(3):
+            out[:, :, kh, kw] = torch.bmm(wide, tap(kh * wp + kw)).sum(0)
+    return out
+
+
+def _fold_reflect_1(g: torch.Tensor) -> torch.Tensor:
+    """Adjoint of reflect-padding the last dimension by 1 on each side."""
+    out = g[..., 1:-1].clone()
+    out[..., 1:2] += g[..., 0:1]
+    out[..., -2:-1] += g[..., -1:]
+    return out
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    return (
+        torch.channels_last
+        if x.dim() == 4
+        and not x.is_contiguous()
+        and x.is_contiguous(memory_format=torch.channels_last)
+        else torch.contiguous_format
+    )
+
+
+def reflect_conv3x3(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: int = 1
+) -> torch.Tensor:
+    """Differentiable 3x3 reflect-padded convolution (padding 1) without padded copies."""
+    height, width = x.shape[-2:]
+    if (
+        torch.is_grad_enabled()
+        and weight.shape[-2:] == (3, 3)
+        and min(height, width) >= 2 * (3 + 1 + stride)
+        and any(t is not None and t.requires_grad for t in (x, weight, bias))
+    ):
+        return _ReflectConv2d.apply(x, weight, bias, stride)
+    return reflect_conv2d(x, weight, bias, stride, 1)
