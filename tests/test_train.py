@@ -55,7 +55,12 @@ def test_short_training_lowers_loss_and_eval_reproduces_val_psnr(
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["best_val_psnr"] == pytest.approx(best_psnr)
     assert (run_dir / "table.md").is_file() and (run_dir / "per_image.csv").is_file()
-    for figure in ("val_atoms.png", "val_defocus_map.png", "val_coefficients.png", "val_triplet_0.png"):
+    for figure in (
+        "val_atoms.png",
+        "val_defocus_map.png",
+        "val_coefficients.png",
+        "val_triplet_0.png",
+    ):
         assert list((run_dir / "images").rglob(figure)), f"{figure} was not logged"
     # the checkpoint is usable outside Lightning too
     model = load_model(best)

@@ -96,7 +96,13 @@ class NRKNetModule(L.LightningModule):
                     f"train/{key}", terms[key], on_step=True, on_epoch=True, batch_size=batch_size
                 )
         if self.model.gate is not None:
-            self.log("train/gate", self.model.gate.detach(), on_step=False, on_epoch=True, batch_size=batch_size)
+            self.log(
+                "train/gate",
+                self.model.gate.detach(),
+                on_step=False,
+                on_epoch=True,
+                batch_size=batch_size,
+            )
         return loss
 
     def configure_optimizers(self):
@@ -155,7 +161,9 @@ class NRKNetModule(L.LightningModule):
         if self._val_probe is not None:
             # what the network believes about the first validation image's blur
             gamma = full_scale_coefficients(self.model, self._val_probe)
-            images["val/defocus_map"] = colorize_defocus(effective_blur_radius(gamma, self.model.blur)[0, 0])
+            images["val/defocus_map"] = colorize_defocus(
+                effective_blur_radius(gamma, self.model.blur)[0, 0]
+            )
             images["val/coefficients"] = coefficient_maps_figure(gamma[0])
             self._val_probe = None
         if self.trainer.is_global_zero:
