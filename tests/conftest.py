@@ -12,6 +12,15 @@ os.environ.setdefault("WANDB_SILENT", "true")
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+@pytest.fixture
+def one_thread():
+    """Small tensors gain nothing from threads, and a busy machine makes them very slow."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def parity_fixture() -> dict:
     return torch.load(FIXTURES / "nrknet_reference_parity_w8.pt", weights_only=True)

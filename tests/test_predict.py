@@ -15,14 +15,7 @@ from nrknet.checkpoint import save_model
 from nrknet.models.nrknet import NRKNet
 from nrknet.predict import main
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors gain nothing from threads, and a busy machine makes them very slow."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -32,14 +32,7 @@ from nrknet.viz import (
     save_defocus_map,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors gain nothing from threads, and a busy machine makes them very slow."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def binomial_atoms(levels: int) -> RecursiveAtoms:
