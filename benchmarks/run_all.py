@@ -21,6 +21,8 @@ BENCHMARKS = {
     "model": "benchmarks.bench_model",
     "synthetic": "benchmarks.bench_synthetic",
     "predict": "benchmarks.bench_predict",
+    "speed": "benchmarks.bench_speed",
+    "gpu": "benchmarks.bench_gpu",
 }
 
 

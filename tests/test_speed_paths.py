@@ -152,3 +152,20 @@ def test_training_path_gradients_equal_reference_path():
     expected = grads(ref.scales + ref.reblurred, params)
     for (name, _), a, b in zip(model.named_parameters(), got, expected, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11, msg=name)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_weight_gradient_by_matrix_products_in_image_chunks(layout):
+    from nrknet.ops.padding import _weight_grad_gemm
+
+    torch.manual_seed(7)
+    x = torch.randn(3, 16, 9, 11, dtype=torch.double)
+    grad = torch.randn(3, 5, 9, 11, dtype=torch.double)
+    if layout == "channels_last":
+        x, grad = x.contiguous(memory_format=CL), grad.contiguous(memory_format=CL)
+    weight = torch.zeros(5, 16, 3, 3, dtype=torch.double, requires_grad=True)
+    out = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), weight)
+    (expected,) = torch.autograd.grad(out, weight, grad)
+    for chunk_bytes in (1, 1 << 30):  # one image at a time, all at once
+        got = _weight_grad_gemm(x, grad, chunk_bytes=chunk_bytes)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)

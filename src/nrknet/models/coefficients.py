@@ -6,7 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nrknet.models.unet import DEFAULT_BAND_BYTES, ReflectConv2d, band_rows, conv3x3_band
+from nrknet.models.unet import (
+    DEFAULT_BAND_BYTES,
+    ReflectConv2d,
+    band_rows,
+    conv3x3_band,
+    use_inference_path,
+)
+from nrknet.ops.threads import limit_threads
 
 LSTMState = tuple[torch.Tensor, torch.Tensor]
 
@@ -41,11 +48,11 @@ def modulated_local_maps(
     for r0 in range(0, height, rows):
         r1 = min(r0 + rows, height)
         a, b = max(r0 - 1, 0), min(r1 + 1, height)
-        local = F.relu_(conv3x3_band(features[:, :, a:b], weight, bias, r0 == 0, r1 == height))
-        g = F.interpolate(
-            global_half[:, :, r0 // 2 : (r1 + 1) // 2], scale_factor=2, mode="nearest"
-        )
-        torch.addcmul(g, g, local, out=maps[:, :, r0:r1])
+        local = conv3x3_band(features[:, :, a:b], weight, bias, r0 == 0, r1 == height, relu=True)
+        with limit_threads():
+            g = global_half[:, :, r0 // 2 : (r1 + 1) // 2]
+            g = F.interpolate(g, scale_factor=2, mode="nearest")
+            torch.addcmul(g, g, local, out=maps[:, :, r0:r1])
     return maps
 
 
@@ -78,14 +85,15 @@ class ConvLSTMCoefficientHead(nn.Module):
     def forward(
         self, features: torch.Tensor, state: LSTMState | None
     ) -> tuple[torch.Tensor, LSTMState]:
-        if not (torch.is_grad_enabled() or self.training):
+        if use_inference_path(features, self.training):
             return self._forward_inference(features, state)
-        local = F.relu(self.local_bn(self.local_conv(features)))
+        local = F.relu(self.local_bn(self.local_conv(features)), inplace=True)
         pooled = F.avg_pool2d(features, 2)
         if state is None:
             state = self.initial_state(features.shape, features)
         h, c = state
-        gates = self.lstm_conv(torch.cat((pooled, h), dim=1))
+        # NCHW: oneDNN's weight gradient is several times slower on channels-last tensors
+        gates = self.lstm_conv(torch.cat((pooled, h), dim=1).contiguous())
         i, f, o, g = gates.chunk(4, dim=1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
@@ -110,20 +118,23 @@ class ConvLSTMCoefficientHead(nn.Module):
         c = c_old.new_empty(c_old.shape)
         weight, bias = self.lstm_conv.weight, self.lstm_conv.bias
         reach = weight.shape[-2] // 2  # zero padding 2 of the 5x5 gate convolution
-        rows = max(1, band_rows(features, self.band_bytes) // 2)
+        # bands of about band_bytes of gate maps
+        rows = max(1, self.band_bytes // max(1, weight.shape[0] * n * width * h.element_size()))
         for r0 in range(0, height, rows):
             r1 = min(r0 + rows, height)
             a, b = max(r0 - reach, 0), min(r1 + reach, height)
-            pooled = F.avg_pool2d(features[:, :, 2 * a : 2 * b], 2)
-            inputs = torch.cat((pooled, h_old[:, :, a:b].to(pooled.dtype)), dim=1)
-            del pooled
-            inputs = F.pad(inputs, (0, 0, a - (r0 - reach), (r1 + reach) - b))
+            with limit_threads():
+                pooled = F.avg_pool2d(features[:, :, 2 * a : 2 * b], 2)
+                inputs = torch.cat((pooled, h_old[:, :, a:b].to(pooled.dtype)), dim=1)
+                del pooled
+                inputs = F.pad(inputs, (0, 0, a - (r0 - reach), (r1 + reach) - b))
             gates = F.conv2d(inputs, weight, bias, padding=(0, reach))
             del inputs
-            i, f, o, g = gates.chunk(4, dim=1)
-            c_band = torch.sigmoid(f) * c_old[:, :, r0:r1] + torch.sigmoid(i) * torch.tanh(g)
-            h[:, :, r0:r1] = torch.sigmoid(o) * torch.tanh(c_band)
-            c[:, :, r0:r1] = c_band
+            with limit_threads():
+                i, f, o, g = gates.chunk(4, dim=1)
+                c_band = torch.sigmoid(f) * c_old[:, :, r0:r1] + torch.sigmoid(i) * torch.tanh(g)
+                h[:, :, r0:r1] = torch.sigmoid(o) * torch.tanh(c_band)
+                c[:, :, r0:r1] = c_band
         return h, c
 
     @staticmethod
@@ -153,14 +164,14 @@ class PlainCoefficientHead(nn.Module):
         self.band_bytes = DEFAULT_BAND_BYTES
 
     def forward(self, features: torch.Tensor, state: None = None) -> tuple[torch.Tensor, None]:
-        g = torch.tanh(self.global_conv(F.avg_pool2d(features, 2)))
-        if not (torch.is_grad_enabled() or self.training):
+        g = torch.tanh(self.global_conv(F.avg_pool2d(features, 2).contiguous()))
+        if use_inference_path(features, self.training):
             with torch.no_grad():
                 maps = modulated_local_maps(
                     features, self.local_conv, self.local_bn, g, self.band_bytes
                 )
             return maps, None
-        local = F.relu(self.local_bn(self.local_conv(features)))
+        local = F.relu(self.local_bn(self.local_conv(features)), inplace=True)
         global_map = F.interpolate(g, scale_factor=2, mode="nearest")
         return global_map * local + global_map, None
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from nrknet.ops.threads import limit_threads
+
 
 def reflect_pad(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
     """Reflect-pad ``x`` by ``(left, right, top, bottom)`` pixels, for any pad width.
@@ -83,25 +85,26 @@ def reflect_conv2d(
     def strip_conv(strip: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
         return F.conv2d(F.pad(strip, pad, mode="reflect"), weight, bias, s)
 
-    # Output row i reads input rows [i s - p, i s - p + kh).
-    top = _ceil_div(p, s)
-    bottom = _ceil_div(height + p - kh + 1, s)  # first output row reaching below the input
-    left = _ceil_div(p, s)
-    right = _ceil_div(width + p - kw + 1, s)
-    if top > 0:
-        rows = (top - 1) * s - p + kh
-        out[..., :top, :] = strip_conv(x[..., :rows, :], (p, p, p, 0))
-    if bottom < out_h:
-        first = bottom * s - p
-        extra = (out_h - 1) * s - p + kh - height
-        out[..., bottom:, :] = strip_conv(x[..., first:, :], (p, p, 0, extra))
-    if left > 0:
-        cols = (left - 1) * s - p + kw
-        out[..., :, :left] = strip_conv(x[..., :, :cols], (p, 0, p, p))
-    if right < out_w:
-        first = right * s - p
-        extra = (out_w - 1) * s - p + kw - width
-        out[..., :, right:] = strip_conv(x[..., :, first:], (0, extra, p, p))
+    # Output row i reads input rows [i s - p, i s - p + kh); the strips are thin: one thread.
+    with limit_threads():
+        top = _ceil_div(p, s)
+        bottom = _ceil_div(height + p - kh + 1, s)  # first output row reaching below the input
+        left = _ceil_div(p, s)
+        right = _ceil_div(width + p - kw + 1, s)
+        if top > 0:
+            rows = (top - 1) * s - p + kh
+            out[..., :top, :] = strip_conv(x[..., :rows, :], (p, p, p, 0))
+        if bottom < out_h:
+            first = bottom * s - p
+            extra = (out_h - 1) * s - p + kh - height
+            out[..., bottom:, :] = strip_conv(x[..., first:, :], (p, p, 0, extra))
+        if left > 0:
+            cols = (left - 1) * s - p + kw
+            out[..., :, :left] = strip_conv(x[..., :, :cols], (p, 0, p, p))
+        if right < out_w:
+            first = right * s - p
+            extra = (out_w - 1) * s - p + kw - width
+            out[..., :, right:] = strip_conv(x[..., :, first:], (0, extra, p, p))
     return out
 
 
@@ -136,9 +139,10 @@ def _ring_weight(weight: torch.Tensor, side: str, index: int) -> torch.Tensor:
 class _ReflectConv2d(torch.autograd.Function):
     """3x3 convolution with reflect padding 1: zero-padded convolution plus border terms.
 
-    Neither pass materialises a padded copy of the input or of its gradient;
-    the backward pass is the zero-padded convolution's plus the gradients of
-    the four thin border terms.
+    The forward pass and the input gradient work on the unpadded tensors (the
+    zero-padded convolution and its gradient, plus the four thin border terms);
+    only the weight gradient pads, a few images at a time (see
+    :func:`_weight_grad_gemm`). Only the input is kept for the backward pass.
     """
 
     @staticmethod
@@ -170,38 +174,14 @@ class _ReflectConv2d(torch.autograd.Function):
                 1,
                 [True, False, False],
             )[0]
-            out_size = grad.shape[-2:]
-            for side, ring, k, o in _ring_terms(x, s, out_size):
-                if side in ("top", "bottom"):
-                    g = grad[:, :, o : o + 1, :]
-                else:
-                    g = grad[:, :, :, o : o + 1].transpose(-1, -2)
-                g_ring = torch.ops.aten.convolution_backward(
-                    g.contiguous(),
-                    ring.contiguous(),
-                    _ring_weight(weight, side, k).contiguous(),
-                    None,
-                    [1, s],
-                    [0, 0],
-                    [1, 1],
-                    False,
-                    [0, 0],
-                    1,
-                    [True, False, False],
-                )[0]
-                if side == "top":
-                    grad_x[:, :, 1:2, :] += _fold_reflect_1(g_ring)
-                elif side == "bottom":
-                    grad_x[:, :, -2:-1, :] += _fold_reflect_1(g_ring)
-                elif side == "left":
-                    grad_x[:, :, :, 1:2] += g_ring[..., 1:-1].transpose(-1, -2)
-                else:
-                    grad_x[:, :, :, -2:-1] += g_ring[..., 1:-1].transpose(-1, -2)
+            with limit_threads():  # thin border terms: many small operations
+                _add_ring_input_grads(grad_x, grad, x, weight, s)
         if need_w:
-            padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
             if s == 1 and x.shape[1] >= 16:
-                grad_w = _weight_grad_gemm(padded, grad)
+                grad_w = _weight_grad_gemm(x, grad)
             else:  # oneDNN's weight gradient is fastest on NCHW tensors
+                with limit_threads():
+                    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
                 grad_w = torch.ops.aten.convolution_backward(
                     grad.contiguous(),
                     padded.contiguous(),
@@ -220,40 +200,82 @@ class _ReflectConv2d(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None
 
 
-def _weight_grad_gemm(padded: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """Weight gradient of a stride-1 3x3 convolution of ``padded`` (already padded by 1).
+def _add_ring_input_grads(
+    grad_x: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, s: int
+) -> None:
+    """Add the input gradient of the four border terms to ``grad_x`` (in place)."""
+    for side, ring, k, o in _ring_terms(x, s, grad.shape[-2:]):
+        if side in ("top", "bottom"):
+            g = grad[:, :, o : o + 1, :]
+        else:
+            g = grad[:, :, :, o : o + 1].transpose(-1, -2)
+        g_ring = torch.ops.aten.convolution_backward(
+            g.contiguous(),
+            ring.contiguous(),
+            _ring_weight(weight, side, k).contiguous(),
+            None,
+            [1, s],
+            [0, 0],
+            [1, 1],
+            False,
+            [0, 0],
+            1,
+            [True, False, False],
+        )[0]
+        if side == "top":
+            grad_x[:, :, 1:2, :] += _fold_reflect_1(g_ring)
+        elif side == "bottom":
+            grad_x[:, :, -2:-1, :] += _fold_reflect_1(g_ring)
+        elif side == "left":
+            grad_x[:, :, :, 1:2] += g_ring[..., 1:-1].transpose(-1, -2)
+        else:
+            grad_x[:, :, :, -2:-1] += g_ring[..., 1:-1].transpose(-1, -2)
 
-    With the image rows laid end to end (``grad`` widened by two zero columns to
-    the padded width), each kernel tap is one matrix product between ``grad``
-    and a shifted view of the flattened input: nine GEMMs, no unfolded copy.
+
+def _weight_grad_gemm(
+    x: torch.Tensor, grad: torch.Tensor, chunk_bytes: int = 32 * 2**20
+) -> torch.Tensor:
+    """Weight gradient of a stride-1 3x3 convolution of ``x`` with reflect padding 1.
+
+    With the padded images laid end to end and ``grad`` placed on the same
+    grid (zeros in the two extra rows and columns), each kernel tap is one
+    matrix product between ``grad`` and a shifted view of the flattened input:
+    nine GEMMs, no unfolded copy. Images are taken a few at a time so the
+    padded copies stay small.
     """
-    n, c, hp, wp = padded.shape
-    o, height, width = grad.shape[1:]
-    length = height * wp - 2  # the last two positions fall in the zero columns
-    if padded.is_contiguous(memory_format=torch.channels_last) and not padded.is_contiguous():
-        flat = padded.permute(0, 2, 3, 1).reshape(n, hp * wp, c)  # (N, P, C)
-        wide = grad.new_empty(n, height, wp, o)
-        wide[:, :, :width] = grad.permute(0, 2, 3, 1)
-        wide[:, :, width:] = 0
-        wide = wide.view(n, height * wp, o)[:, :length].transpose(1, 2)  # (N, O, L)
-
-        def tap(offset: int) -> torch.Tensor:
-            return flat[:, offset : offset + length]  # (N, L, C)
-    else:
-        flat = padded.contiguous().view(n, c, hp * wp)  # (N, C, P)
-        wide = grad.new_empty(n, o, height, wp)
-        wide[..., :width] = grad
-        wide[..., width:] = 0
-        wide = wide.view(n, o, height * wp)[:, :, :length]  # (N, O, L)
-
-        def tap(offset: int) -> torch.Tensor:
-            return flat[:, :, offset : offset + length].transpose(1, 2)  # (N, L, C)
-
-    out = grad.new_empty(o, c, 3, 3)
-    for kh in range(3):
-        for kw in range(3):
-            out[:, :, kh, kw] = torch.bmm(wide, tap(kh * wp + kw)).sum(0)
-    return out
+    n, c, height, width = x.shape
+    o = grad.shape[1]
+    hp, wp = height + 2, width + 2
+    taps = grad.new_zeros(9, o, c)
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    step = max(1, chunk_bytes // max(1, c * hp * wp * x.element_size()))
+    for i in range(0, n, step):
+        xs, gs = x[i : i + step], grad[i : i + step]
+        m = xs.shape[0]
+        with limit_threads():
+            padded = F.pad(xs, (1, 1, 1, 1), mode="reflect")
+            if channels_last:
+                wide = gs.new_zeros(m, hp, wp, o)
+                wide[:, :height, :width] = gs.permute(0, 2, 3, 1)
+            else:
+                wide = gs.new_zeros(m, o, hp, wp)
+                wide[:, :, :height, :width] = gs
+        length = m * hp * wp - (2 * wp + 2)  # the dropped tail lies in the zero rows
+        if channels_last:
+            flat = padded.permute(0, 2, 3, 1).reshape(m * hp * wp, c)  # (K, C)
+            wide = wide.view(m * hp * wp, o)[:length].t()  # (O, K)
+            for k in range(9):
+                offset = (k // 3) * wp + k % 3
+                taps[k].addmm_(wide, flat[offset : offset + length])
+        else:
+            flat = padded.contiguous().view(m, c, hp * wp)
+            wide = wide.view(m, o, hp * wp)
+            length = hp * wp - (2 * wp + 2)
+            for k in range(9):
+                offset = (k // 3) * wp + k % 3
+                for j in range(m):
+                    taps[k].addmm_(wide[j, :, :length], flat[j, :, offset : offset + length].t())
+    return taps.permute(1, 2, 0).reshape(o, c, 3, 3)
 
 
 def _fold_reflect_1(g: torch.Tensor) -> torch.Tensor:
@@ -279,6 +301,9 @@ def reflect_conv3x3(
 ) -> torch.Tensor:
     """Differentiable 3x3 reflect-padded convolution (padding 1) without padded copies."""
     height, width = x.shape[-2:]
+    if x.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
+        # the custom gradients are tuned for oneDNN on CPU in float32
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), weight, bias, stride)
     if (
         torch.is_grad_enabled()
         and weight.shape[-2:] == (3, 3)

@@ -8,6 +8,7 @@ from torch import nn
 
 from nrknet.ops.atoms import RecursiveAtoms, tap_filter, tap_filter_adjoint, tap_filter_taps_grad
 from nrknet.ops.padding import reflect_pad
+from nrknet.ops.threads import MEMORY_BOUND_THREADS, limit_threads
 
 MIXING_MODES = ("conv1x1", "sum")
 
@@ -80,15 +81,22 @@ class _RecursiveRKR(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, gamma, taps, weight, bias):
+    def forward(ctx, x, gamma, taps, weight, bias, threads):
         ctx.save_for_backward(x, gamma, taps, weight, bias)
-        return recursive_rkr_forward(x, gamma, taps, weight, bias)
+        ctx.threads = threads
+        with limit_threads(threads):
+            return recursive_rkr_forward(x, gamma, taps, weight, bias)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
+        with limit_threads(ctx.threads):
+            return _RecursiveRKR._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx, grad_out):
         x, gamma, taps, weight, bias = ctx.saved_tensors
-        need_x, need_gamma, need_taps, need_weight, need_bias = ctx.needs_input_grad
+        need_x, need_gamma, need_taps, need_weight, need_bias = ctx.needs_input_grad[:5]
         grad_out = grad_out.contiguous()
         n, c, height, width = x.shape
         num_levels = taps.shape[0]
@@ -130,7 +138,7 @@ class _RecursiveRKR(torch.autograd.Function):
             levels[j] = None
         grad_bias = grad_out.sum((0, 2, 3)) if need_bias else None
         grad_x = g if need_x else None
-        return grad_x, grad_gamma, grad_taps, grad_weight, grad_bias
+        return grad_x, grad_gamma, grad_taps, grad_weight, grad_bias, None
 
 
 class RKRBlur(nn.Module):
@@ -157,6 +165,8 @@ class RKRBlur(nn.Module):
         self.channels = channels
         self.mixing = mixing
         self.num_maps = atoms.num_levels + 1
+        # threads for the level loop (memory-bound, see nrknet.ops.threads); not saved
+        self.num_threads = MEMORY_BOUND_THREADS
         if mixing == "conv1x1":
             self.mixer = nn.Conv2d(channels * self.num_maps, channels, kernel_size=1, bias=True)
         else:
@@ -168,6 +178,15 @@ class RKRBlur(nn.Module):
             raise ValueError(
                 f"expected {self.num_maps} coefficient maps, got {coefficients.shape[1]}"
             )
+        device_type = x.device.type
+        if torch.is_autocast_enabled(device_type):
+            # Mixed precision: the operator sums 22 filtered levels, so it runs in float32
+            # (its cost is memory traffic, not arithmetic, so half precision would gain little).
+            with torch.autocast(device_type, enabled=False):
+                return self._blur(x.float(), coefficients.float())
+        return self._blur(x, coefficients)
+
+    def _blur(self, x: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
         weight = self.mixing_matrices()
         bias = None if self.mixer is None else self.mixer.bias
         x = x.contiguous()
@@ -177,8 +196,9 @@ class RKRBlur(nn.Module):
             if torch.is_grad_enabled() and any(
                 t is not None and t.requires_grad for t in (x, coefficients, taps, weight, bias)
             ):
-                return _RecursiveRKR.apply(x, coefficients, taps, weight, bias)
-            return recursive_rkr_forward(x, coefficients, taps, weight, bias)
+                return _RecursiveRKR.apply(x, coefficients, taps, weight, bias, self.num_threads)
+            with limit_threads(self.num_threads):
+                return recursive_rkr_forward(x, coefficients, taps, weight, bias)
         out = None
         for level, stacked in enumerate(self.atoms.levels(x)):
             w = None if weight is None else weight[:, level]
