@@ -15,7 +15,7 @@ stack materialised) in the same run, so the ratios hold on a busy machine too:
   direct form that materialises all 66 channels, in process, same result.
 
 The figures of the reference implementation itself, measured on a 2-core
-development machine (issue 6), are quoted for context.
+machine of the same class, are quoted for context.
 """
 
 from __future__ import annotations
@@ -35,14 +35,14 @@ try:
 except ImportError:  # run as a script from the benchmarks folder
     from common import run_child
 
-#: The reference implementation at full width on a 2-core CPU machine (issue 6; one run each).
+#: The reference implementation at full width on a 2-core CPU machine (one run each).
 REFERENCE = {
     "inference_s": 30.0,
     "inference_peak_gb": 2.5,
     "train_step_s": 26.0,
     "train_peak_gb": 4.5,
 }
-#: The targets of issue 6, as fractions of the reference's figures.
+#: The project's targets, as fractions of the reference's figures.
 TARGETS = {"inference_s": 0.75, "inference_peak": 0.5, "train_step_s": 0.8, "train_peak": 0.6}
 
 INFERENCE_CHILD = """
@@ -236,7 +236,7 @@ def rows(result: dict) -> list[tuple[str, str]]:
         ref = result["reference_quoted"]
         out += [
             (
-                "reference implementation (quoted, issue 6)",
+                "reference implementation (quoted, 2-core machine)",
                 f"inference {ref['inference_s']:.0f} s, {ref['inference_peak_gb']} GB; "
                 f"step {ref['train_step_s']:.0f} s, {ref['train_peak_gb']} GB",
             ),

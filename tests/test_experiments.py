@@ -46,3 +46,17 @@ def test_experiment_runs_one_training_step(compose_train, experiment, tmp_path, 
     cfg = compose_train(overrides)
     train(cfg)
     assert (Path(cfg.paths.output_dir) / "metrics.json").is_file()
+
+
+def test_mixed_precision_training_step(compose_train, tmp_path, synthetic_data_dir):
+    """``trainer.precision=bf16-mixed`` runs the whole model (RKR kept in float32). On a CPU
+    Lightning turns 16-mixed into bf16-mixed; float16 autocast is tested in test_speed_paths."""
+    overrides = [
+        "experiment=quickstart",
+        *tiny_overrides(synthetic_data_dir, tmp_path),
+        "+trainer.fast_dev_run=1",
+        "trainer.precision=bf16-mixed",
+    ]
+    cfg = compose_train(overrides)
+    train(cfg)
+    assert (Path(cfg.paths.output_dir) / "metrics.json").is_file()

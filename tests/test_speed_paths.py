@@ -169,3 +169,26 @@ def test_weight_gradient_by_matrix_products_in_image_chunks(layout):
     for chunk_bytes in (1, 1 << 30):  # one image at a time, all at once
         got = _weight_grad_gemm(x, grad, chunk_bytes=chunk_bytes)
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_matches_float32(dtype, one_thread):
+    """Under autocast the model runs (training and inference), returns float32 and stays close."""
+    torch.manual_seed(3)
+    model = NRKNet(width=8)
+    x, sharp = torch.rand(2, 3, 48, 64), torch.rand(2, 3, 48, 64)
+    with torch.autocast("cpu", dtype=dtype):
+        out = model(x, sharp)
+    reference = model(x, sharp)
+    for a, b in zip(out.scales, reference.scales, strict=True):
+        assert a.dtype == torch.float32
+        assert ((a - b).norm() / b.norm()).item() < 2e-2
+    sum(s.square().mean() for s in out.scales).backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+    model.eval()
+    with torch.inference_mode():
+        exact = model(x)
+        with torch.autocast("cpu", dtype=dtype):
+            mixed = model(x)
+    assert mixed.dtype == torch.float32
+    assert ((mixed - exact).norm() / exact.norm()).item() < 2e-2
