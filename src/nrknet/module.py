@@ -29,7 +29,9 @@ class NRKNetModule(L.LightningModule):
 
     ``net``: the network; ``loss``: an :class:`nrknet.losses.NRKNetLoss` (may be
     ``None`` for evaluation only); ``optimizer`` / ``scheduler``: partials
-    taking the parameters / the optimizer (Hydra ``_partial_: true``).
+    taking the parameters / the optimizer (Hydra ``_partial_: true``);
+    ``gate_lr_scale``: learning-rate multiplier of the model's residual gate, if
+    it has one (the gate is one scalar that must travel from 0 towards 1).
     """
 
     def __init__(
@@ -43,8 +45,11 @@ class NRKNetModule(L.LightningModule):
         skip_nonfinite: bool = False,
         lpips: str = "auto",
         save_images_dir: str | None = None,
+        gate_lr_scale: float = 1.0,
     ) -> None:
         super().__init__()
+        if not gate_lr_scale > 0:
+            raise ValueError(f"module.gate_lr_scale must be positive, got {gate_lr_scale}")
         # Partials stay out of the hyper-parameters so checkpoints load with weights_only=True.
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"], logger=False)
         self.model = net
@@ -108,7 +113,9 @@ class NRKNetModule(L.LightningModule):
     def configure_optimizers(self):
         if self.optimizer_factory is None:
             raise RuntimeError("no optimizer configured")
-        optimizer = self.optimizer_factory(params=self.parameters())
+        optimizer = self.optimizer_factory(params=self._parameter_groups())
+        if len(optimizer.param_groups) == 2:
+            optimizer.param_groups[1]["lr"] *= self.hparams.gate_lr_scale
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
@@ -116,6 +123,14 @@ class NRKNetModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
         }
+
+    def _parameter_groups(self):
+        """All parameters; the residual gate in a group of its own when its lr is scaled."""
+        gate = getattr(self.model, "gate", None)
+        if gate is None or self.hparams.gate_lr_scale == 1.0:
+            return self.parameters()
+        others = [p for p in self.parameters() if p is not gate]
+        return [{"params": others}, {"params": [gate]}]
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
