@@ -160,23 +160,35 @@ def rkr_operator(height: int, width_px: int, repeats: int) -> dict:
     }
 
 
-def run(quick: bool = False) -> dict:
+#: Sizes of the full run (the quoted figures' settings) and of the quick one.
+SIZES = {
+    "full": {
+        "inference": dict(height=720, width_px=1280, repeats=3),
+        "training": dict(batch=4, size=256, steps=2, repeats=2),
+        "rkr_operator": dict(height=720, width_px=1280, repeats=5),
+    },
+    "quick": {  # smaller sizes, one repeat: checks that everything runs
+        "inference": dict(height=352, width_px=640, repeats=1),
+        "training": dict(batch=2, size=128, steps=1, repeats=1),
+        "rkr_operator": dict(height=352, width_px=640, repeats=3),
+    },
+}
+
+
+def run(quick: bool = False, sizes: dict | None = None, width: int = 64) -> dict:
+    """Measure at ``sizes`` (default: the full or quick set); compare with the quoted
+    reference figures only at the full sizes and width."""
+    sizes = sizes or SIZES["quick" if quick else "full"]
     load_before = os.getloadavg()
-    if quick:  # smaller sizes, one repeat: checks that everything runs
-        result = {
-            "inference": inference(352, 640, repeats=1),
-            "training": training(batch=2, size=128, steps=1, repeats=1),
-            "rkr_operator": rkr_operator(352, 640, repeats=3),
-        }
-    else:
-        result = {
-            "inference": inference(720, 1280, repeats=3),
-            "training": training(batch=4, size=256, steps=2, repeats=2),
-            "rkr_operator": rkr_operator(720, 1280, repeats=5),
-        }
-    result["reference_quoted"] = REFERENCE
-    result["targets"] = TARGETS
-    result["load_average"] = {"before": load_before, "after": os.getloadavg()}
+    result = {
+        "inference": inference(**sizes["inference"], width=width),
+        "training": training(**sizes["training"], width=width),
+        "rkr_operator": rkr_operator(**sizes["rkr_operator"]),
+        "width": width,
+        "reference_quoted": REFERENCE,
+        "targets": TARGETS,
+        "load_average": {"before": load_before, "after": os.getloadavg()},
+    }
     ours_inf, ours_train = result["inference"]["ours"], result["training"]["ours"]
     ref_inf, ref_train = result["inference"]["reference_path"], result["training"]["reference_path"]
     result["ratios"] = {
@@ -185,7 +197,7 @@ def run(quick: bool = False) -> dict:
         "train_step_vs_reference_path": ours_train["step_s"] / ref_train["step_s"],
         "train_peak_vs_reference_path": ours_train["peak_rss_mb"] / ref_train["peak_rss_mb"],
     }
-    if not quick:
+    if sizes == SIZES["full"] and width == 64:
         result["ratios"].update(
             {
                 "inference_time_vs_quoted": ours_inf["process_wall_s"] / REFERENCE["inference_s"],

@@ -1,0 +1,67 @@
+"""The speed and GPU benchmarks run (at toy sizes) and their tables format real results."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import bench_gpu, bench_speed  # noqa: E402
+
+TOY = {
+    "inference": dict(
+        height=48, width_px=64, repeats=1
+    ),  # the reference path needs multiples of 16
+    "training": dict(batch=1, size=32, steps=1, repeats=1),
+    "rkr_operator": dict(height=24, width_px=40, repeats=1),
+}
+
+
+@pytest.mark.slow
+def test_speed_benchmark_measures_both_paths_and_the_same_numbers():
+    result = bench_speed.run(sizes=TOY, width=4)
+    inf, train = result["inference"], result["training"]
+    # same weights, same input: our path and the reference-style path agree
+    assert inf["ours"]["checksum"] == pytest.approx(inf["reference_path"]["checksum"], abs=1e-6)
+    assert train["ours"]["loss"] == pytest.approx(train["reference_path"]["loss"], rel=1e-5)
+    assert result["rkr_operator"]["max_abs_diff"] < 1e-5
+    for r in (inf["ours"], inf["reference_path"], train["ours"], train["reference_path"]):
+        assert r["peak_rss_mb"] > 50 and r["process_wall_s"] > 0
+    assert "inference_time_vs_quoted" not in result["ratios"]  # toy sizes: no comparison
+    labels = [label for label, _ in bench_speed.rows(result)]
+    assert any("RKR operator" in label for label in labels)
+
+
+def test_speed_table_of_the_committed_full_run():
+    result = json.loads((ROOT / "benchmarks" / "results" / "speed.json").read_text())
+    table = dict(bench_speed.rows(result))
+    assert "reference implementation (quoted, 2-core machine)" in table
+
+
+def test_gpu_benchmark_without_cuda_says_so(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = bench_gpu.run(quick=True)
+    assert result == {"skipped": "no CUDA device"}
+    assert bench_gpu.rows(result) == [("GPU", "skipped: no CUDA device")]
+
+
+def test_gpu_table_of_the_committed_run():
+    result = json.loads((ROOT / "benchmarks" / "results" / "gpu.json").read_text())
+    table = dict(bench_gpu.rows(result))
+    assert table["device"].startswith("NVIDIA")
+    assert any(label.startswith("training") and "img/s" in value for label, value in table.items())
+
+
+@pytest.mark.slow
+def test_gpu_training_throughput_loop_runs_on_cpu(one_thread):
+    result = bench_gpu.training(batch=2, size=32, warmup=1, steps=1, width=4, accelerator="cpu")
+    assert set(result) == {*bench_gpu.PRECISIONS, "shape"}
+    for precision in bench_gpu.PRECISIONS:
+        assert result[precision]["images_per_s"] > 0
+        assert result[precision]["steps"] == 1
