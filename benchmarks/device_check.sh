@@ -15,8 +15,10 @@ python3 -c "import torch, lightning, kornia, hydra; print('torch', torch.__versi
 [ -n "${SKIP_BENCH:-}" ] || timeout 420 python3 benchmarks/run_all.py --only gpu 2>&1 | tee "$OUT/gpu.log"
 cp benchmarks/results/gpu.json "$OUT/" 2>/dev/null
 # nrknet-train end to end on the GPU with bf16 mixed precision (tiny synthetic set)
-timeout 150 python3 -m nrknet.train experiment=quickstart trainer=gpu trainer.precision=bf16-mixed \
+[ -n "${SKIP_TRAIN:-}" ] || timeout 150 python3 -m nrknet.train experiment=quickstart trainer=gpu trainer.precision=bf16-mixed \
   trainer.max_epochs=2 data.num_train=16 data.num_val=2 data.num_test=2 data.size=128 \
   data.crop_size=96 data.progress=false metrics.lpips=off paths.root_dir=/tmp/nrk \
   paths.data_dir=/tmp/nrk/data paths.log_dir=/tmp/nrk/logs "~callbacks.progress_bar" \
   2>&1 | tail -25 | tee "$OUT/train_gpu.log"
+# nrknet-predict on a 24 MP 16-bit image: float32, --half, --batch 4
+[ -n "${SKIP_PREDICT:-}" ] || timeout 240 python3 benchmarks/device_predict.py "$OUT/predict_gpu.json"

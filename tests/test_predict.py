@@ -208,3 +208,23 @@ def test_console_script_and_help(capsys):
     out = capsys.readouterr().out
     for option in ("--out", "--ckpt", "--tile", "--overlap", "--defocus-map", "--overwrite"):
         assert option in out
+
+
+def test_window_function_under_autocast_matches_float32(one_thread):
+    """``--half`` runs the float32 model under autocast; every output channel stays close."""
+    import torch
+
+    from nrknet.models.nrknet import NRKNet
+    from nrknet.predict import WindowFunction
+
+    torch.manual_seed(0)
+    model = NRKNet(width=8).eval()
+    x = torch.rand(1, 3, 48, 64)
+    exact = WindowFunction(model, defocus=True, levels=[0, 5])
+    mixed = WindowFunction(model, defocus=True, levels=[0, 5], autocast_dtype=torch.bfloat16)
+    with torch.inference_mode():
+        a, b = exact(x), mixed(x)
+    assert b.dtype == torch.float32 and b.shape == a.shape == (1, 6, 48, 64)
+    for channel in range(6):
+        ref = a[:, channel]
+        assert ((b[:, channel] - ref).norm() / ref.norm()).item() < 3e-2, channel

@@ -95,7 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "cpu", "cuda"),
         help="default: cuda if available",
     )
-    parser.add_argument("--half", action="store_true", help="float16 inference (CUDA only)")
+    parser.add_argument(
+        "--half",
+        action="store_true",
+        help="float16 autocast (CUDA only; weights and the RKR operator stay float32)",
+    )
     parser.add_argument(
         "--tile",
         type=int,
@@ -229,19 +233,20 @@ def collect_jobs(inputs: Sequence[str], out_dir: Path) -> list[Job]:
 
 
 def _resolve_device(name: str, half: bool, warn) -> tuple[object, object]:
+    """The device, and the autocast dtype (``None``: plain float32)."""
     import torch
 
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda requested but CUDA is not available")
-    dtype = torch.float32
+    autocast_dtype = None
     if half:
         if name == "cuda":
-            dtype = torch.float16
+            autocast_dtype = torch.float16
         else:
             warn("--half is ignored on the CPU (float32 is used)")
-    return torch.device(name), dtype
+    return torch.device(name), autocast_dtype
 
 
 def _parse_levels(text: str | None, num_maps: int) -> list[int]:
@@ -262,13 +267,21 @@ class WindowFunction:
     """What runs on every tile: the deblurred image plus, on request, the defocus radius and chosen Gamma maps.
 
     Output channels: RGB (3), then the radius (1) if ``defocus``, then one
-    channel per level in ``levels``.
+    channel per level in ``levels``. With ``autocast_dtype`` the model runs under
+    autocast in that dtype (outputs stay float32).
     """
 
-    def __init__(self, model, defocus: bool = False, levels: Sequence[int] = ()) -> None:
+    def __init__(
+        self,
+        model,
+        defocus: bool = False,
+        levels: Sequence[int] = (),
+        autocast_dtype=None,
+    ) -> None:
         from nrknet.viz import atom_second_moments, level_gains
 
         self.model = model
+        self.autocast_dtype = autocast_dtype
         self.defocus = defocus
         self.levels = list(levels)
         if defocus:
@@ -280,6 +293,14 @@ class WindowFunction:
         return 3 + int(self.defocus) + len(self.levels)
 
     def __call__(self, x):
+        import torch
+
+        if self.autocast_dtype is None:
+            return self._run(x)
+        with torch.autocast(x.device.type, dtype=self.autocast_dtype):
+            return self._run(x).float()
+
+    def _run(self, x):
         import torch
 
         from nrknet.viz import blur_radius_from_coefficients, capture_coefficients
@@ -393,16 +414,20 @@ def run(args, console) -> Summary:
             raise UsageError("--threads must be a positive integer")
         torch.set_num_threads(args.threads)
     jobs = collect_jobs(args.inputs, args.out)
-    device, dtype = _resolve_device(args.device, args.half, lambda m: say(f"{PROG}: warning: {m}"))
+    device, autocast_dtype = _resolve_device(
+        args.device, args.half, lambda m: say(f"{PROG}: warning: {m}")
+    )
     try:
         model = load_model(args.ckpt, map_location="cpu")
     except CheckpointError as exc:
         raise UsageError(str(exc)) from exc
     except Exception as exc:  # noqa: BLE001 - e.g. a model config this version cannot build
         raise UsageError(f"cannot load checkpoint {args.ckpt}: {exc}") from exc
-    model = model.eval().to(device=device, dtype=dtype)
+    model = model.eval().to(device=device)
     levels = _parse_levels(args.levels, model.num_maps) if args.figures else []
-    window_fn = WindowFunction(model, defocus=args.defocus_map, levels=levels)
+    window_fn = WindowFunction(
+        model, defocus=args.defocus_map, levels=levels, autocast_dtype=autocast_dtype
+    )
     overlap = default_overlap(model, args.blend) if args.overlap is None else args.overlap
     settings = dict(
         tile=args.tile,
@@ -411,7 +436,6 @@ def run(args, console) -> Summary:
         blend=args.blend,
         batch=args.batch,
         device=device,
-        dtype=dtype,
     )
     summary = Summary()
     start = time.perf_counter()
