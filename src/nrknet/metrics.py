@@ -327,6 +327,26 @@ def _to_float(value: torch.Tensor) -> float | None:
     return None if math.isnan(value) else value
 
 
+def _distributed() -> bool:
+    return (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and torch.distributed.get_world_size() > 1
+    )
+
+
+def _drop_sampler_repeats(rows: list[dict]) -> list[dict]:
+    """Drop exact repeats (same name and scores): what a distributed sampler adds to even out
+    its shards. Distinct images that share a name are kept."""
+    seen, kept = set(), []
+    for row in rows:
+        key = tuple(sorted((k, repr(v)) for k, v in row.items()))
+        if key not in seen:
+            seen.add(key)
+            kept.append(row)
+    return kept
+
+
 class ImageQualityMetrics(Metric):
     """Per-image PSNR / SSIM / LPIPS, and those of the blurry input, accumulated over a test set.
 
@@ -337,10 +357,11 @@ class ImageQualityMetrics(Metric):
     ``None`` when LPIPS is ``off`` or unavailable (see :func:`get_lpips_model`);
     the blurry input's LPIPS is not computed.
 
-    A torchmetrics ``Metric``: it follows its module's device, and under DDP
-    ``compute()`` / ``summary()`` gather the values of all processes, while
-    ``per_image()`` (with the names, which are not synchronised) lists this
-    process's images only.
+    A torchmetrics ``Metric``: it follows its module's device. Under DDP,
+    ``summary()`` and ``per_image()`` gather the images of all processes and
+    drop the repeats that a distributed sampler adds to even out the shards
+    (same name, same scores), so every process gets the single-device result;
+    ``compute()`` keeps torchmetrics' plain gathering (repeats included).
     """
 
     full_state_update = False
@@ -420,16 +441,40 @@ class ImageQualityMetrics(Metric):
         return result
 
     def summary(self) -> dict[str, float | int | None]:
-        """:meth:`compute` as Python numbers: ``None`` for metrics not available."""
-        result = self.compute()
-        summary: dict[str, float | int | None] = {
-            key: _to_float(result[key]) for key in METRIC_KEYS
-        }
-        summary["count"] = int(result["count"])
+        """Means over images as Python numbers (``None`` for metrics not available), and ``count``."""
+        if not _distributed():
+            result = self.compute()
+            summary: dict[str, float | int | None] = {
+                key: _to_float(result[key]) for key in METRIC_KEYS
+            }
+            summary["count"] = int(result["count"])
+            return summary
+        rows = self.per_image()
+        summary = {}
+        for key in METRIC_KEYS:
+            values = [row[key] for row in rows if row[key] is not None]
+            summary[key] = math.fsum(values) / len(values) if values else None
+        summary["count"] = len(rows)
         return summary
 
     def per_image(self) -> list[dict[str, float | str | None]]:
-        """One dict per image scored by this process, in the order of ``update`` calls."""
+        """One dict per image, in the order of ``update`` calls (under DDP: all processes'
+        images, repeats dropped, in the order of the shards)."""
+        rows = self._local_rows()
+        if not _distributed():
+            return rows
+        gathered: list[list[dict] | None] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(gathered, rows)
+        return _drop_sampler_repeats(
+            [
+                row
+                for i in range(max(map(len, gathered)))
+                for part in gathered
+                for row in part[i : i + 1]
+            ]
+        )
+
+    def _local_rows(self) -> list[dict[str, float | str | None]]:
         columns = {key: self._values(key).tolist() for key in METRIC_KEYS}
         rows = []
         for i, name in enumerate(self.names):
