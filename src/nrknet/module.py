@@ -92,13 +92,25 @@ class NRKNetModule(L.LightningModule):
                 "Lower the learning rate, check the data, or set skip_nonfinite=true to skip such batches."
             )
         batch_size = blurry.shape[0]
+        # sync_dist: under DDP the logged losses are the means over all processes
         self.log(
-            "train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size
+            "train/loss",
+            loss,
+            prog_bar=True,
+            on_step=True,
+            on_epoch=True,
+            batch_size=batch_size,
+            sync_dist=True,
         )
         for key in LOSS_TERMS:
             if key in terms:
                 self.log(
-                    f"train/{key}", terms[key], on_step=True, on_epoch=True, batch_size=batch_size
+                    f"train/{key}",
+                    terms[key],
+                    on_step=True,
+                    on_epoch=True,
+                    batch_size=batch_size,
+                    sync_dist=True,
                 )
         if self.model.gate is not None:
             self.log(
@@ -155,6 +167,7 @@ class NRKNetModule(L.LightningModule):
         summary = self.val_metrics.summary()
         self.val_metrics.reset()
         if summary["count"]:
+            # summaries already cover all processes' images (identical on every process)
             self.log("val/psnr", summary["psnr"], prog_bar=True, sync_dist=False)
             self.log("val/ssim", summary["ssim"])
             self.log("val/input_psnr", summary["input_psnr"])
