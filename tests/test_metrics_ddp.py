@@ -70,15 +70,12 @@ def test_two_processes_give_the_single_device_result(tmp_path):
         assert got["summary"]["lpips"] is None
 
 
-@pytest.mark.slow
-def test_ddp_training_on_cpu_scores_every_test_image_once(tmp_path, synthetic_data_dir):
-    """nrknet-train with trainer=ddp on two CPU processes (gloo): one test row per image."""
+def run_ddp_on_cpu(tmp_path: Path, data_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    """nrknet-train with trainer=ddp on two CPU processes (gloo), tiny data."""
     from conftest import tiny_overrides
 
     overrides = [
-        o
-        for o in tiny_overrides(synthetic_data_dir, tmp_path / "run")
-        if not o.startswith("trainer=")
+        o for o in tiny_overrides(data_dir, tmp_path / "run") if not o.startswith("trainer=")
     ]
     command = [
         str(Path(sys.executable).parent / "nrknet-train"),
@@ -92,14 +89,47 @@ def test_ddp_training_on_cpu_scores_every_test_image_once(tmp_path, synthetic_da
         "trainer.max_epochs=1",
         "trainer.enable_progress_bar=false",
         f"hydra.run.dir={tmp_path / 'run'}",
+        *extra,
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-    proc = subprocess.run(
+    helpers = str(Path(__file__).parent / "helpers")
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "WANDB_MODE": "offline",
+        "PYTHONPATH": os.pathsep.join(filter(None, [helpers, os.environ.get("PYTHONPATH")])),
+    }
+    return subprocess.run(
         command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600
     )
+
+
+@pytest.mark.slow
+def test_ddp_training_on_cpu_scores_every_test_image_once(tmp_path, synthetic_data_dir):
+    proc = run_ddp_on_cpu(tmp_path, synthetic_data_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = tmp_path / "run"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["test"]["synthetic"]["count"] == 3
     rows = (run_dir / "per_image.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 3
+
+
+POISON = "+callbacks.poison._target_=poison.PoisonBatch"
+
+
+@pytest.mark.slow
+def test_ddp_skips_a_batch_that_is_non_finite_on_one_process(tmp_path, synthetic_data_dir):
+    """Every process skips it together (no process left waiting); the run finishes."""
+    proc = run_ddp_on_cpu(tmp_path, synthetic_data_dir, POISON, "skip_nonfinite=true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["skipped_nonfinite"] == 1
+    assert "on another process" in proc.stderr + proc.stdout
+
+
+@pytest.mark.slow
+def test_ddp_stops_every_process_on_a_non_finite_loss(tmp_path, synthetic_data_dir):
+    proc = run_ddp_on_cpu(tmp_path, synthetic_data_dir, POISON)
+    assert proc.returncode != 0
+    assert "non-finite training loss" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -78,14 +78,20 @@ class NRKNetModule(L.LightningModule):
         out = self.model(blurry, sharp)
         terms = self.criterion(out, blurry, sharp, epoch=self.current_epoch)
         loss = terms["loss"]
-        if not torch.isfinite(loss):
+        if not self._finite_everywhere(loss):
             detail = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+            if torch.isfinite(loss):
+                detail = f"on another process (here: {detail})"
             if self.hparams.skip_nonfinite:
                 self.skipped_nonfinite += 1
                 log.warning(
                     "skipping batch at step %d: non-finite loss (%s)", self.global_step, detail
                 )
                 self.log("train/skipped_nonfinite", float(self.skipped_nonfinite), on_step=True)
+                if self._world_size() > 1:
+                    # Returning None under DDP leaves the other processes waiting for gradients:
+                    # every process backpropagates zero instead (Adam's moments still advance).
+                    return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
                 return None
             raise NonFiniteLossError(
                 f"non-finite training loss at epoch {self.current_epoch}, step {self.global_step}: {detail}. "
@@ -121,6 +127,16 @@ class NRKNetModule(L.LightningModule):
                 batch_size=batch_size,
             )
         return loss
+
+    def _world_size(self) -> int:
+        return 1 if self._trainer is None else self.trainer.world_size
+
+    def _finite_everywhere(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is finite on every process (all processes must agree to skip or stop)."""
+        finite = torch.isfinite(loss.detach()).float()
+        if self._world_size() > 1 and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        return bool(finite > 0)
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:
