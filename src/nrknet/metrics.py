@@ -327,7 +327,8 @@ def _to_float(value: torch.Tensor) -> float | None:
     return None if math.isnan(value) else value
 
 
-def _distributed() -> bool:
+def is_distributed() -> bool:
+    """Whether this process is one of several in an initialised process group (DDP)."""
     return (
         torch.distributed.is_available()
         and torch.distributed.is_initialized()
@@ -442,7 +443,7 @@ class ImageQualityMetrics(Metric):
 
     def summary(self) -> dict[str, float | int | None]:
         """Means over images as Python numbers (``None`` for metrics not available), and ``count``."""
-        if not _distributed():
+        if not is_distributed():
             result = self.compute()
             summary: dict[str, float | int | None] = {
                 key: _to_float(result[key]) for key in METRIC_KEYS
@@ -461,7 +462,7 @@ class ImageQualityMetrics(Metric):
         """One dict per image, in the order of ``update`` calls (under DDP: all processes'
         images, repeats dropped, in the order of the shards)."""
         rows = self._local_rows()
-        if not _distributed():
+        if not is_distributed():
             return rows
         gathered: list[list[dict] | None] = [None] * torch.distributed.get_world_size()
         torch.distributed.all_gather_object(gathered, rows)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nrknet.metrics import ImageQualityMetrics
+from nrknet.metrics import ImageQualityMetrics, is_distributed
 from nrknet.models.nrknet import NRKNet
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class NRKNetModule(L.LightningModule):
                     "skipping batch at step %d: non-finite loss (%s)", self.global_step, detail
                 )
                 self.log("train/skipped_nonfinite", float(self.skipped_nonfinite), on_step=True)
-                if self._world_size() > 1:
+                if is_distributed():
                     # Returning None under DDP leaves the other processes waiting for gradients:
                     # every process backpropagates zero instead (Adam's moments still advance).
                     return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
@@ -128,13 +128,10 @@ class NRKNetModule(L.LightningModule):
             )
         return loss
 
-    def _world_size(self) -> int:
-        return 1 if self._trainer is None else self.trainer.world_size
-
     def _finite_everywhere(self, loss: torch.Tensor) -> bool:
         """Whether the loss is finite on every process (all processes must agree to skip or stop)."""
         finite = torch.isfinite(loss.detach()).float()
-        if self._world_size() > 1 and torch.distributed.is_initialized():
+        if is_distributed():
             torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
         return bool(finite > 0)
 
