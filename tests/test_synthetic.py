@@ -22,11 +22,13 @@ from nrknet.data.synthetic import (
     coc_radius,
     convolve,
     disk_psf,
+    ensure_visible_blur,
     generate_dataset,
     is_complete_dataset,
     linear_to_srgb,
     main,
     make_scene,
+    minimum_blur,
     render_defocus,
     render_pair,
     srgb_to_linear,
@@ -118,6 +120,49 @@ def test_zero_blur_returns_sharp_image() -> None:
     np.testing.assert_allclose(
         render_defocus(scene.sharp, flat, 2.5, max_coc=12.0), scene.sharp, atol=2e-6
     )
+
+
+def _largest_radius(inv: np.ndarray, focus: float, aperture: float, max_coc: float) -> float:
+    return float(coc_radius(1.0 / inv, focus, max_coc, aperture=aperture).max())
+
+
+def test_narrow_depth_scene_is_refocused_to_reach_the_minimum_blur() -> None:
+    inv = 1.0 / np.linspace(1.2, 2.0, 100)  # narrow depth, focus inside it
+    focus, aperture = ensure_visible_blur(inv, 1.5, 0.4, max_coc=3.0)
+    assert _largest_radius(inv, 1.5, 0.4, 3.0) < minimum_blur(3.0) == 0.75
+    assert _largest_radius(inv, focus, aperture, 3.0) == pytest.approx(0.75)
+    assert focus == pytest.approx(2.0)  # on the far end: the near end is blurred
+    assert 0.4 < aperture < 1.0
+
+
+def test_too_shallow_scene_is_focused_behind_it() -> None:
+    inv = 1.0 / np.linspace(1.2, 1.5, 100)  # 0.56 px at most with focus inside, full aperture
+    focus, aperture = ensure_visible_blur(inv, 1.35, 0.4, max_coc=3.0)
+    assert focus > 1.5 and aperture == 1.0
+    assert _largest_radius(inv, focus, aperture, 3.0) == pytest.approx(0.75)
+    assert float(coc_radius(1.5, focus, 3.0)) > 0  # nothing of it is in focus
+
+
+def test_a_draw_with_enough_blur_is_kept() -> None:
+    inv = 1.0 / np.linspace(1.0, 10.0, 100)
+    assert ensure_visible_blur(inv, 2.0, 0.5, max_coc=12.0) == (2.0, 0.5)
+
+
+def test_flat_scene_is_blurred_uniformly_and_zero_max_coc_left_alone() -> None:
+    flat = np.full(50, 1 / 2.5)
+    focus, aperture = ensure_visible_blur(flat, 2.5, 0.6, max_coc=12.0)
+    assert _largest_radius(flat, focus, aperture, 12.0) == pytest.approx(1.0)
+    inv = 1.0 / np.linspace(1.0, 10.0, 100)
+    assert ensure_visible_blur(inv, 2.0, 0.5, max_coc=0.0) == (2.0, 0.5)
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_every_small_pair_is_visibly_blurred(split) -> None:
+    settings = SynthSettings(size=64)  # max_coc 3 px: narrow scenes used to come out sharp
+    for index in range(6):
+        pair = render_pair(settings, split, index)
+        assert pair.info["coc_max"] >= minimum_blur(3.0) - 1e-3
+        assert not np.array_equal(pair.blurry, pair.sharp)
 
 
 def test_zero_blur_pair_is_identical_after_quantisation() -> None:

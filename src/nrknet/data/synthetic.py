@@ -21,7 +21,10 @@ Optics
     so ``max_coc`` is the largest radius the generator can produce (focus at
     one end of the range, object at the other, full aperture). Each image
     draws its focus distance (usually the depth of a random visible point, so
-    something is in focus), an aperture in [0.4, 1] and a point-spread
+    something is in focus), an aperture in [0.4, 1] (a draw whose largest
+    blur radius stays under ``min(1, max_coc / 4)`` px is refocused on the
+    scene's far end, or behind a very shallow scene, see
+    :func:`ensure_visible_blur`) and a point-spread
     function shape: a disk with area-coverage anti-aliasing, mildly elliptical
     and with a slightly soft rim.
 
@@ -97,7 +100,7 @@ __all__ = [
 ]
 
 #: Bump when a change alters the rendered files; stored sets are then regenerated.
-RENDERER_VERSION = 1
+RENDERER_VERSION = 2  # 2: every pair reaches a minimum blur (ensure_visible_blur)
 GENERATOR_NAME = "nrknet-synth"
 META_FILE = "meta.json"
 
@@ -774,6 +777,40 @@ def _quantise(x: np.ndarray, bit_depth: int) -> np.ndarray:
     return q.astype(np.uint8 if bit_depth == 8 else np.uint16)
 
 
+def minimum_blur(max_coc: float) -> float:
+    """Largest blur radius (px) every rendered pair must reach: 1 px, or ``max_coc / 4`` if smaller."""
+    return min(1.0, max_coc / 4.0)
+
+
+def ensure_visible_blur(
+    inverse_depth: np.ndarray, focus: float, aperture: float, max_coc: float
+) -> tuple[float, float]:
+    """Adjust a draw whose largest blur radius stays under :func:`minimum_blur`.
+
+    A scene of narrow depth with the focus inside it can come out with no
+    visible blur, and an identical pair scores an infinite PSNR. Such a draw
+    is refocused on the scene's farthest point (its near end is then the most
+    blurred; the background stays sharp) with the aperture opened as far as
+    needed; a scene too shallow even at full aperture is focused behind it
+    (towards the far end of ``DEPTH_RANGE``), so that all of it is blurred.
+    """
+    near_inv, far_inv = float(inverse_depth.max()), float(inverse_depth.min())
+    target = minimum_blur(max_coc)
+    largest = max(
+        coc_radius(1.0 / near_inv, focus, max_coc, aperture=aperture),
+        coc_radius(1.0 / far_inv, focus, max_coc, aperture=aperture),
+    )
+    if largest >= target:
+        return focus, aperture
+    near, far = DEPTH_RANGE
+    per_inverse_depth = max_coc / (1.0 / near - 1.0 / far)  # radius at full aperture
+    spread = per_inverse_depth * (near_inv - far_inv)
+    if spread >= target:
+        return 1.0 / far_inv, min(1.0, max(aperture, target / spread))
+    focus_inv = max(1.0 / far, near_inv - target / per_inverse_depth)
+    return 1.0 / focus_inv, 1.0
+
+
 def render_pair(settings: SynthSettings, split: str, index: int) -> RenderedPair:
     """Render pair ``index`` of ``split``; depends only on (settings, split, index)."""
     s = settings.resolved()
@@ -787,6 +824,7 @@ def render_pair(settings: SynthSettings, split: str, index: int) -> RenderedPair
     else:
         focus = 1.0 / float(rng.uniform(inv.min(), inv.max()))
     aperture = float(rng.uniform(0.4, 1.0))
+    focus, aperture = ensure_visible_blur(inv, focus, aperture, s.max_coc)
     psf = {
         "aspect": float(rng.uniform(0.8, 1.0)),
         "angle": float(rng.uniform(0.0, np.pi)),
