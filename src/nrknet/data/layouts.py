@@ -5,7 +5,7 @@ Every scanner returns a list of ``(blurry_path, sharp_path, name)`` tuples
 :class:`~nrknet.data.io.NRKNetDataError` subclass whose message names the
 folder and shows the expected tree when the layout is wrong.
 
-Layouts (see ``docs``/facts, section 6):
+Layouts (see docs/datasets.md):
 
 * DPDD: ``dd_dp_dataset_png/{train_c,val_c,test_c}/{source,target}/*.png``;
   names differ within a pair, so pairs are formed by sorted order. The root

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("nrknet")
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+CONFIG_DIR = str(Path(__file__).resolve().parents[3] / "conf")
 
 
 def wandb_offline() -> bool:
