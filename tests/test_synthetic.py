@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 
 import cv2
@@ -33,6 +34,7 @@ from nrknet.data.synthetic import (
     render_pair,
     srgb_to_linear,
 )
+from nrknet.data.synthetic import writer as synth_writer
 
 NEAR, FAR = DEPTH_RANGE
 
@@ -330,7 +332,7 @@ def test_interrupted_generation_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = {"n": 0}
-    real = syn._render_and_write
+    real = synth_writer._render_and_write
 
     def flaky(job):
         calls["n"] += 1
@@ -338,7 +340,7 @@ def test_interrupted_generation_leaves_nothing(
             raise KeyboardInterrupt
         return real(job)
 
-    monkeypatch.setattr(syn, "_render_and_write", flaky)
+    monkeypatch.setattr(synth_writer, "_render_and_write", flaky)
     with pytest.raises(KeyboardInterrupt):
         generate_dataset(tmp_path / "set", **SMALL)
     assert not (tmp_path / "set").exists()
@@ -346,11 +348,11 @@ def test_interrupted_generation_leaves_nothing(
     settings = SynthSettings(num_train=3, num_val=1, num_test=2, size=48)
     assert not is_complete_dataset(tmp_path / "set", settings)
     # an old complete set survives a failed regeneration with new settings
-    monkeypatch.setattr(syn, "_render_and_write", real)
+    monkeypatch.setattr(synth_writer, "_render_and_write", real)
     generate_dataset(tmp_path / "set", **SMALL)
     before = _digest(tmp_path / "set")
     calls["n"] = 0
-    monkeypatch.setattr(syn, "_render_and_write", flaky)
+    monkeypatch.setattr(synth_writer, "_render_and_write", flaky)
     with pytest.raises(KeyboardInterrupt):
         generate_dataset(tmp_path / "set", **{**SMALL, "seed": 5})
     assert _digest(tmp_path / "set") == before and is_complete_dataset(tmp_path / "set", settings)
@@ -377,13 +379,13 @@ def test_datamodule_generates_once_then_reuses(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = {"n": 0}
-    real = syn._render_and_write
+    real = synth_writer._render_and_write
 
     def counting(job):
         calls["n"] += 1
         return real(job)
 
-    monkeypatch.setattr(syn, "_render_and_write", counting)
+    monkeypatch.setattr(synth_writer, "_render_and_write", counting)
     kwargs = {"num_train": 3, "num_val": 1, "num_test": 2, "size": 48, "progress": False}
     dm = SyntheticDataModule(tmp_path / "synthetic", batch_size=2, crop_size=32, **kwargs)
     dm.prepare_data()
@@ -475,8 +477,16 @@ def test_layer_windows_match_whole_image_computation(monkeypatch: pytest.MonkeyP
 
 def test_leftovers_of_killed_runs_are_removed(tmp_path: Path) -> None:
     dead_pid = 2**22 + 12345  # above the default pid_max, so never a running process
-    for kind in ("tmp", "old"):
-        leftover = tmp_path / f".set.{kind}-{dead_pid}-abcd1234"
+    for token in ("abcd1234", "ef567890"):  # a half-written set and a replaced old one
+        leftover = tmp_path / f".set.{dead_pid}-{token}.tmp"
         (leftover / "train_c").mkdir(parents=True)
     generate_dataset(tmp_path / "set", **SMALL)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]
+
+
+def test_a_running_generation_keeps_its_temporary_folder(tmp_path: Path) -> None:
+    running = tmp_path / f".set.{os.getppid()}-abcd1234.tmp"  # the parent process is alive
+    (running / "train_c").mkdir(parents=True)
+    generate_dataset(tmp_path / "set", **SMALL)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [running.name, "set"]
+    assert (running / "train_c").is_dir()

@@ -1,0 +1,207 @@
+"""One synthetic pair from its settings: scene, random camera, defocus rendering, quantisation.
+
+Each image draws its focus distance (usually the depth of a random visible
+point, so something is in focus), an aperture in [0.4, 1] (a draw whose
+largest blur radius stays under ``min(1, max_coc / 4)`` px is refocused on
+the scene's far end, or behind a very shallow scene, see
+:func:`ensure_visible_blur`) and a point-spread function shape: a disk,
+mildly elliptical and with a slightly soft rim.
+
+Every image is rendered from its own random generator seeded by
+``(seed, split, index)``, so the files do not depend on the order of
+generation or on the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from nrknet.data.io import NRKNetDataError
+from nrknet.data.synthetic.optics import (
+    DEPTH_RANGE,
+    add_sensor_noise,
+    coc_radius,
+    default_max_coc,
+    linear_to_srgb,
+    render_defocus,
+    srgb_to_linear,
+)
+from nrknet.data.synthetic.scenes import make_scene
+
+#: Bump when a change alters the rendered files; stored sets are then regenerated.
+RENDERER_VERSION = 2  # 2: every pair reaches a minimum blur (ensure_visible_blur)
+#: Depth maps are written as 16-bit PNG in thousandths of a depth unit.
+DEPTH_PNG_SCALE = 1000.0
+
+_SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+
+
+@dataclass(frozen=True)
+class SynthSettings:
+    """Everything that determines a generated set (stored in ``meta.json``)."""
+
+    num_train: int = 64
+    num_val: int = 8
+    num_test: int = 16
+    size: int = 256
+    seed: int = 0
+    max_coc: float | None = None
+    bit_depth: int = 8
+    noise: float = 0.0
+    read_noise: float = 0.0
+    num_layers: int = 16
+
+    def resolved(self) -> SynthSettings:
+        """Validate, and fill ``max_coc`` from the image size when it is ``None``."""
+        for name in ("num_train", "num_val", "num_test"):
+            value = getattr(self, name)
+            if not isinstance(value, int | np.integer) or value < 0:
+                raise NRKNetDataError(f"{name} must be a whole number >= 0, got {value!r}")
+        if self.num_train + self.num_val + self.num_test == 0:
+            raise NRKNetDataError("nothing to generate: num_train, num_val and num_test are all 0")
+        if not isinstance(self.size, int | np.integer) or self.size < 32:
+            raise NRKNetDataError(f"size must be a whole number of pixels >= 32, got {self.size!r}")
+        if self.bit_depth not in (8, 16):
+            raise NRKNetDataError(f"bit_depth must be 8 or 16, got {self.bit_depth!r}")
+        max_coc = default_max_coc(self.size) if self.max_coc is None else float(self.max_coc)
+        if not math.isfinite(max_coc) or max_coc < 0:
+            raise NRKNetDataError(f"max_coc must be a number of pixels >= 0, got {self.max_coc!r}")
+        if max_coc > self.size / 2:
+            raise NRKNetDataError(
+                f"max_coc {max_coc:g} is too large for {self.size} px images (at most {self.size / 2:g})"
+            )
+        for name in ("noise", "read_noise"):
+            value = float(getattr(self, name))
+            if not math.isfinite(value) or not 0 <= value <= 0.5:
+                raise NRKNetDataError(f"{name} must be in [0, 0.5], got {getattr(self, name)!r}")
+        if not isinstance(self.num_layers, int | np.integer) or not 1 <= self.num_layers <= 256:
+            raise NRKNetDataError(f"num_layers must be in 1..256, got {self.num_layers!r}")
+        return SynthSettings(
+            num_train=int(self.num_train),
+            num_val=int(self.num_val),
+            num_test=int(self.num_test),
+            size=int(self.size),
+            seed=int(self.seed),
+            max_coc=max_coc,
+            bit_depth=int(self.bit_depth),
+            noise=float(self.noise),
+            read_noise=float(self.read_noise),
+            num_layers=int(self.num_layers),
+        )
+
+    def counts(self) -> dict[str, int]:
+        return {"train": self.num_train, "val": self.num_val, "test": self.num_test}
+
+    def as_meta(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "renderer_version": RENDERER_VERSION,
+            "depth_range": list(DEPTH_RANGE),
+        }
+
+
+@dataclass
+class RenderedPair:
+    """One generated pair: images quantised as written, depth in 16-bit units, metadata."""
+
+    blurry: np.ndarray
+    sharp: np.ndarray
+    depth: np.ndarray
+    info: dict[str, Any]
+
+
+def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(seed), _SPLIT_IDS[split], int(index)]))
+
+
+def _quantise(x: np.ndarray, bit_depth: int) -> np.ndarray:
+    maxv = 255 if bit_depth == 8 else 65535
+    q = np.floor(np.clip(x, 0.0, 1.0) * maxv + 0.5)
+    return q.astype(np.uint8 if bit_depth == 8 else np.uint16)
+
+
+def minimum_blur(max_coc: float) -> float:
+    """Largest blur radius (px) every rendered pair must reach: 1 px, or ``max_coc / 4`` if smaller."""
+    return min(1.0, max_coc / 4.0)
+
+
+def ensure_visible_blur(
+    inverse_depth: np.ndarray, focus: float, aperture: float, max_coc: float
+) -> tuple[float, float]:
+    """Adjust a draw whose largest blur radius stays under :func:`minimum_blur`.
+
+    A scene of narrow depth with the focus inside it can come out with no
+    visible blur, and an identical pair scores an infinite PSNR. Such a draw
+    is refocused on the scene's farthest point (its near end is then the most
+    blurred; the background stays sharp) with the aperture opened as far as
+    needed; a scene too shallow even at full aperture is focused behind it
+    (towards the far end of ``DEPTH_RANGE``), so that all of it is blurred.
+    """
+    near_inv, far_inv = float(inverse_depth.max()), float(inverse_depth.min())
+    target = minimum_blur(max_coc)
+    largest = max(
+        coc_radius(1.0 / near_inv, focus, max_coc, aperture=aperture),
+        coc_radius(1.0 / far_inv, focus, max_coc, aperture=aperture),
+    )
+    if largest >= target:
+        return focus, aperture
+    near, far = DEPTH_RANGE
+    per_inverse_depth = max_coc / (1.0 / near - 1.0 / far)  # radius at full aperture
+    spread = per_inverse_depth * (near_inv - far_inv)
+    if spread >= target:
+        return 1.0 / far_inv, min(1.0, max(aperture, target / spread))
+    focus_inv = max(1.0 / far, near_inv - target / per_inverse_depth)
+    return 1.0 / focus_inv, 1.0
+
+
+def render_pair(settings: SynthSettings, split: str, index: int) -> RenderedPair:
+    """Render pair ``index`` of ``split``; depends only on (settings, split, index)."""
+    s = settings.resolved()
+    rng = _image_rng(s.seed, split, index)
+    scene = make_scene(split, s.size, rng)
+    sharp_q = _quantise(scene.sharp, s.bit_depth)
+    sharp = sharp_q.astype(np.float32) / (255.0 if s.bit_depth == 8 else 65535.0)
+    inv = 1.0 / scene.depth.astype(np.float64)
+    if rng.random() < 0.75:  # focus on a random visible point
+        focus = 1.0 / float(inv.flat[int(rng.integers(inv.size))])
+    else:
+        focus = 1.0 / float(rng.uniform(inv.min(), inv.max()))
+    aperture = float(rng.uniform(0.4, 1.0))
+    focus, aperture = ensure_visible_blur(inv, focus, aperture, s.max_coc)
+    psf = {
+        "aspect": float(rng.uniform(0.8, 1.0)),
+        "angle": float(rng.uniform(0.0, np.pi)),
+        "softness": float(rng.uniform(0.0, 1.0) * s.size / 256.0),
+    }
+    blurred_lin, info = render_defocus(
+        srgb_to_linear(sharp),
+        scene.depth,
+        focus,
+        max_coc=s.max_coc,
+        aperture=aperture,
+        num_layers=s.num_layers,
+        psf_aspect=psf["aspect"],
+        psf_angle=psf["angle"],
+        psf_softness=psf["softness"],
+        linear=True,
+        return_info=True,
+    )
+    if s.noise > 0 or s.read_noise > 0:
+        blurred_lin = add_sensor_noise(blurred_lin, s.noise, s.read_noise, rng)
+    blurry_q = _quantise(linear_to_srgb(blurred_lin), s.bit_depth)
+    depth_q = np.clip(np.rint(scene.depth * DEPTH_PNG_SCALE), 0, 65535).astype(np.uint16)
+    meta = {
+        "kind": scene.kind,
+        "sources": scene.sources,
+        "focus": round(focus, 6),
+        "aperture": round(aperture, 6),
+        "psf": {k: round(v, 6) for k, v in psf.items()},
+        "coc_min": round(info["coc_min"], 4),
+        "coc_max": round(info["coc_max"], 4),
+        "layers": len(info["layer_radii"]),
+    }
+    return RenderedPair(blurry=blurry_q, sharp=sharp_q, depth=depth_q, info=meta)
