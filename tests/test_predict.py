@@ -208,14 +208,15 @@ def test_console_script_and_help(capsys):
     out = capsys.readouterr().out
     for option in ("--out", "--ckpt", "--tile", "--overlap", "--defocus-map", "--overwrite"):
         assert option in out
+    assert "--accel {auto,on,off}" in out and "on for the CPU" in " ".join(out.split())
 
 
 def test_window_function_under_autocast_matches_float32(one_thread):
     """``--half`` runs the float32 model under autocast; every output channel stays close."""
     import torch
 
+    from nrknet.inference import WindowFunction
     from nrknet.models.nrknet import NRKNet
-    from nrknet.predict import WindowFunction
 
     torch.manual_seed(0)
     model = NRKNet(width=8).eval()
@@ -228,3 +229,101 @@ def test_window_function_under_autocast_matches_float32(one_thread):
     for channel in range(6):
         ref = a[:, channel]
         assert ((b[:, channel] - ref).norm() / ref.norm()).item() < 3e-2, channel
+
+
+def test_accel_on_and_off_agree(ckpt, one_thread):
+    """The accelerated model computes what the plain one does, every output channel included."""
+    from nrknet.inference import Deblurrer, load_inference_model
+
+    device = torch.device("cpu")
+    image = _scene(48, 64, seed=3)
+    results = {}
+    for accel in ("off", "on"):
+        model = load_inference_model(ckpt, device, accel=accel)
+        deblurrer = Deblurrer(model, device=device, defocus=True, levels=[0, 7])
+        results[accel] = deblurrer(image)
+    plain, fast = results["off"], results["on"]
+    assert plain.rgb.shape == (48, 64, 3) and plain.defocus.shape == (48, 64)
+    np.testing.assert_allclose(fast.rgb, plain.rgb, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(fast.defocus, plain.defocus, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(fast.coefficients, plain.coefficients, atol=1e-5, rtol=0)
+
+
+def test_accel_option_reaches_the_model(photo_folder, tmp_path, ckpt, monkeypatch, capsys):
+    """--accel is passed to nrknet.accel.accelerate with the model's device, after eval()."""
+    import nrknet.inference.model as inference_model
+
+    calls = []
+
+    def record(model, mode="auto", *, device=None, training=False):
+        calls.append((mode, device, model.training, training))
+        return model
+
+    monkeypatch.setattr(inference_model, "accelerate", record)
+    source = str(photo_folder / "a.jpg")
+    for accel in ("off", "on", None):
+        extra = [] if accel is None else ["--accel", accel]
+        out = str(tmp_path / f"out_{accel}")
+        assert main([source, "-o", out, "-c", str(ckpt), "--device", "cpu", "-q", *extra]) == 0
+    assert calls == [(mode, torch.device("cpu"), False, False) for mode in ("off", "on", "auto")]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main([source, "-o", str(tmp_path / "o"), "-c", str(ckpt), "--accel", "fast"])
+    assert exit_info.value.code == 2
+    assert "--accel" in capsys.readouterr().err
+
+
+def test_inference_settings_are_checked(ckpt):
+    """The library names the setting and its range; the command line says the same with dashes."""
+    from nrknet.inference import Deblurrer, SettingError, load_inference_model
+
+    model = load_inference_model(ckpt, torch.device("cpu"), accel="off")
+    for bad, setting in (
+        ({"tile": 0}, "tile"),
+        ({"overlap": -1}, "overlap"),
+        ({"batch": 0}, "batch"),
+    ):
+        with pytest.raises(SettingError, match=f"^{setting} must") as error:
+            Deblurrer(model, device=torch.device("cpu"), **bad)
+        assert error.value.setting == setting
+    with pytest.raises(SettingError, match=r"levels must lie in 0\.\.21, got \[0, 22\]"):
+        Deblurrer(model, device=torch.device("cpu"), levels=[0, 22])
+
+
+def test_bad_levels_and_overlap_are_usage_errors(photo_folder, tmp_path, ckpt, capsys):
+    args = [str(photo_folder / "a.jpg"), "-o", str(tmp_path / "o"), "-c", str(ckpt)]
+    assert main([*args, "--figures", "--levels", "0,99"]) == 2
+    assert "--levels must lie in 0..21, got '0,99'" in capsys.readouterr().err
+    assert main([*args, "--figures", "--levels", "a,b"]) == 2
+    assert "--levels must be comma-separated integers" in capsys.readouterr().err
+    assert main([*args, "--overlap", "-3"]) == 2
+    assert "--overlap must be >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_collect_jobs_keeps_inputs_safe(photo_folder, tmp_path):
+    """Unsafe output folders raise; a clash between outputs marks the later job, the rest run."""
+    from nrknet.inference import Job, NoImagesError, UnsafeOutputError, collect_jobs
+
+    with pytest.raises(UnsafeOutputError, match="inside the input folder"):
+        collect_jobs([str(photo_folder)], photo_folder / "sub")
+    with pytest.raises(UnsafeOutputError, match="is the input folder of"):
+        collect_jobs([str(photo_folder / "*.jpg")], photo_folder)
+    with pytest.raises(NoImagesError, match="no images found"):
+        collect_jobs([str(photo_folder / "*.tif")], tmp_path / "out")
+    other = tmp_path / "other"
+    _write(other / "a.jpg", np.zeros((8, 8, 3), np.uint8))
+    out = tmp_path / "out"
+    jobs = collect_jobs([str(photo_folder / "a.jpg"), str(other / "a.jpg")], out)
+    assert jobs[0] == Job(photo_folder / "a.jpg", out / "a.jpg")
+    assert jobs[1].problem == f"same output {out / 'a.jpg'} as {photo_folder / 'a.jpg'}"
+
+
+def test_figures_need_coefficient_levels(photo_folder, tmp_path, ckpt):
+    from nrknet.inference import Deblurrer, deblur_file, load_inference_model
+
+    model = load_inference_model(ckpt, torch.device("cpu"), accel="off")
+    deblurrer = Deblurrer(model, device=torch.device("cpu"))
+    with pytest.raises(ValueError, match="levels"):
+        deblur_file(photo_folder / "a.jpg", tmp_path / "a.jpg", deblurrer, figures=True)
+    assert not (tmp_path / "a.jpg").exists()

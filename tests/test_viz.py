@@ -12,23 +12,25 @@ import torch.nn.functional as F
 from scipy.optimize import nnls
 from scipy.stats import spearmanr
 
+from nrknet.analysis.defocus import (
+    atom_second_moments,
+    blur_radius_from_coefficients,
+    capture_coefficients,
+    defocus_map,
+    effective_blur_radius,
+    full_scale_coefficients,
+    level_gains,
+)
 from nrknet.models.nrknet import NRKNet
 from nrknet.ops.atoms import RecursiveAtoms
 from nrknet.ops.rkr import RKRBlur
 from nrknet.viz import (
     DEFOCUS_PNG_SCALE,
     atom_kernels_figure,
-    atom_second_moments,
-    blur_radius_from_coefficients,
-    capture_coefficients,
     coefficient_maps_figure,
     colorize_defocus,
     comparison_figure,
     comparison_strip,
-    defocus_map,
-    effective_blur_radius,
-    full_scale_coefficients,
-    level_gains,
     save_defocus_map,
 )
 

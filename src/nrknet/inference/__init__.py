@@ -1,0 +1,51 @@
+"""Inference with a trained NRKNet: load a checkpoint, deblur images of any size, write the results.
+
+``nrknet-predict`` (:mod:`nrknet.predict`) is a thin command line over this
+package; every function here takes explicit settings::
+
+    device = resolve_device("auto")
+    model = load_inference_model("best.ckpt", device, accel="auto")
+    deblurrer = Deblurrer(model, device=device, tile=512, defocus=True)
+    for job in collect_jobs(["photos/"], Path("out")):
+        deblur_file(job.source, job.target, deblurrer)
+"""
+
+from nrknet.inference.deblur import (
+    Deblurred,
+    Deblurrer,
+    SettingError,
+    check_levels,
+    check_tiling,
+)
+from nrknet.inference.jobs import (
+    Job,
+    JobsError,
+    NoImagesError,
+    UnsafeOutputError,
+    collect_jobs,
+    existing_outputs,
+)
+from nrknet.inference.model import autocast_dtype_for, load_inference_model, resolve_device
+from nrknet.inference.outputs import deblur_file, output_paths, write_atoms_figure
+from nrknet.inference.windows import WindowFunction
+
+__all__ = [
+    "Deblurred",
+    "Deblurrer",
+    "Job",
+    "JobsError",
+    "NoImagesError",
+    "SettingError",
+    "UnsafeOutputError",
+    "WindowFunction",
+    "autocast_dtype_for",
+    "check_levels",
+    "check_tiling",
+    "collect_jobs",
+    "deblur_file",
+    "existing_outputs",
+    "load_inference_model",
+    "output_paths",
+    "resolve_device",
+    "write_atoms_figure",
+]

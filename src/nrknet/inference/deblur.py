@@ -1,0 +1,116 @@
+"""Deblurring one image of any size: tiling, precision and the optional defocus and coefficient maps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from nrknet.inference.windows import WindowFunction
+from nrknet.tiling import DEFAULT_BLEND, DEFAULT_TILE, default_overlap, tiled_apply
+
+__all__ = ["Deblurred", "Deblurrer", "SettingError", "check_levels", "check_tiling"]
+
+
+class SettingError(ValueError):
+    """A setting outside its range: ``setting`` names it, ``expected`` says what it must be."""
+
+    def __init__(self, setting: str, expected: str, got: object = None) -> None:
+        self.setting = setting
+        self.expected = expected
+        super().__init__(f"{setting} {expected}" + ("" if got is None else f", got {got!r}"))
+
+
+def check_tiling(tile: int, overlap: int | None, blend: int, batch: int) -> None:
+    """Raise :class:`SettingError` for the first tiling setting out of range (``overlap=None``: measured)."""
+    for setting, value in (("tile", tile), ("batch", batch)):
+        if value < 1:
+            raise SettingError(setting, "must be a positive integer")
+    if overlap is not None and overlap < 0:
+        raise SettingError("overlap", "must be >= 0")
+    if blend < 0:
+        raise SettingError("blend", "must be >= 0")
+
+
+def check_levels(levels: Sequence[int], num_maps: int) -> None:
+    """Raise :class:`SettingError` unless ``levels`` is a non-empty selection of ``0 .. num_maps - 1``."""
+    if not levels or any(not 0 <= j < num_maps for j in levels):
+        raise SettingError("levels", f"must lie in 0..{num_maps - 1}", got=list(levels))
+
+
+@dataclass
+class Deblurred:
+    """One image's results: H x W (x C) float32 views of one buffer."""
+
+    rgb: np.ndarray
+    #: Effective blur radius in pixels (see :mod:`nrknet.analysis.defocus`), when asked for.
+    defocus: np.ndarray | None
+    #: Full-scale coefficient maps, one channel per entry of ``levels``, when asked for.
+    coefficients: np.ndarray | None
+    levels: list[int]
+
+
+class Deblurrer:
+    """Deblur H x W x 3 float32 images with ``model`` on ``device``, tile by tile when they are large.
+
+    Images whose padded area fits one window (``tile + 2 overlap`` on a side)
+    run whole; larger ones run in tiles of ``tile`` pixels with ``overlap``
+    pixels of context (default: measured for the model, see
+    :func:`nrknet.tiling.default_overlap`) blended over ``blend`` pixels,
+    ``batch`` tiles per forward pass, so memory is bounded by the tile.
+    ``defocus`` adds the effective blur radius, ``levels`` the coefficient
+    maps of those levels; ``autocast_dtype`` runs the network under autocast.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        device: torch.device,
+        tile: int = DEFAULT_TILE,
+        overlap: int | None = None,
+        blend: int = DEFAULT_BLEND,
+        batch: int = 1,
+        autocast_dtype: torch.dtype | None = None,
+        defocus: bool = False,
+        levels: Sequence[int] = (),
+    ) -> None:
+        check_tiling(tile, overlap, blend, batch)
+        if levels:
+            check_levels(levels, model.num_maps)
+        self.window = WindowFunction(
+            model, defocus=defocus, levels=levels, autocast_dtype=autocast_dtype
+        )
+        self.settings = dict(
+            tile=tile,
+            overlap=default_overlap(model, blend) if overlap is None else overlap,
+            multiple=model.size_multiple,
+            blend=blend,
+            batch=batch,
+            device=device,
+        )
+
+    @property
+    def defocus(self) -> bool:
+        return self.window.defocus
+
+    @property
+    def levels(self) -> list[int]:
+        return self.window.levels
+
+    def __call__(
+        self, rgb: np.ndarray, progress: Callable[[int, int], None] | None = None
+    ) -> Deblurred:
+        """Deblur ``rgb`` (H x W x 3 float32); ``progress(done, total)`` follows the tiles."""
+        result = tiled_apply(
+            self.window, rgb, self.window.channels, progress=progress, **self.settings
+        )
+        extra = 3
+        defocus = None
+        if self.defocus:
+            defocus = result[..., extra]
+            extra += 1
+        coefficients = result[..., extra:] if self.levels else None
+        return Deblurred(result[..., :3], defocus, coefficients, list(self.levels))
