@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import math
 import urllib.error
 import warnings
@@ -11,7 +13,6 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from nrknet import metrics
 from nrknet.metrics import (
     ALEXNET_FILENAME,
     RTF_SCORE_CROP,
@@ -25,6 +26,7 @@ from nrknet.metrics import (
     quantize_8bit,
     ssim,
 )
+from nrknet.metrics import lpips as lpips_metric
 
 
 def _pair(
@@ -181,10 +183,10 @@ def lpips_state(monkeypatch, tmp_path):
         calls.append(url)
         raise urllib.error.URLError("no network in tests")
 
-    monkeypatch.setattr(metrics, "_fetch", failing_fetch)
-    metrics.reset_lpips_cache()
+    monkeypatch.setattr(lpips_metric, "_fetch", failing_fetch)
+    lpips_metric.reset_lpips_cache()
     yield calls
-    metrics.reset_lpips_cache()
+    lpips_metric.reset_lpips_cache()
 
 
 def _write_stand_in_alexnet(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -278,6 +280,28 @@ def test_lpips_off_and_no_download(lpips_state) -> None:
     assert lpips_state == []
     with pytest.raises(ValueError, match="LPIPS mode"):
         ImageQualityMetrics(lpips="sometimes")
+
+
+def _serve(monkeypatch, data: bytes) -> None:
+    """Make every download answer ``data``."""
+    monkeypatch.setattr(
+        lpips_metric.urllib.request, "urlopen", lambda url, timeout=None: io.BytesIO(data)
+    )
+
+
+def test_download_lands_only_when_the_checksum_matches(monkeypatch, tmp_path) -> None:
+    dest = tmp_path / "checkpoints" / ALEXNET_FILENAME
+    good = b"alexnet weights" * 1000
+    monkeypatch.setattr(lpips_metric, "ALEXNET_SHA256_PREFIX", hashlib.sha256(good).hexdigest()[:8])
+    _serve(monkeypatch, b"an error page instead of the weights")
+    with pytest.raises(OSError, match="checksum mismatch"):
+        lpips_metric._fetch("https://example.invalid/alexnet.pth", dest)
+    assert not dest.exists()
+    assert list(dest.parent.iterdir()) == []  # no temporary left behind either
+    _serve(monkeypatch, good)
+    lpips_metric._fetch("https://example.invalid/alexnet.pth", dest)
+    assert dest.read_bytes() == good
+    assert list(dest.parent.iterdir()) == [dest]
 
 
 # ----------------------------------------------------------------------------- accumulator

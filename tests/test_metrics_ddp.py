@@ -14,6 +14,7 @@ import torch
 import torch.multiprocessing as mp
 
 from nrknet.metrics import ImageQualityMetrics
+from nrknet.utils.distributed import drop_sampler_repeats, gather_shards, is_distributed
 
 NUM_IMAGES, WORLD = 5, 2
 
@@ -47,7 +48,11 @@ def _worker(rank: int, port: int, out: str) -> None:
     for i in indices:
         sl = slice(i, i + 1)
         metrics.update(pred[sl], sharp[sl], [f"img{i}"], blurry=blurry[sl])
-    result = {"summary": metrics.summary(), "per_image": metrics.per_image()}
+    result = {
+        "summary": metrics.summary(),
+        "per_image": metrics.per_image(),
+        "gathered_indices": gather_shards(indices),
+    }
     Path(out, f"rank{rank}.json").write_text(json.dumps(result))
     torch.distributed.destroy_process_group()
 
@@ -63,11 +68,22 @@ def test_two_processes_give_the_single_device_result(tmp_path):
     summary, per_image = single_device()
     for rank in range(WORLD):
         got = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        # the shards interleave back into the sampler's order, padding repeats included
+        assert got["gathered_indices"] == [0, 1, 2, 3, 4, 0]
         assert got["summary"]["count"] == NUM_IMAGES
         assert [r["name"] for r in got["per_image"]] == [r["name"] for r in per_image]
         for key in ("psnr", "ssim", "input_psnr", "input_ssim"):
             assert got["summary"][key] == pytest.approx(summary[key], rel=1e-12)
         assert got["summary"]["lpips"] is None
+
+
+def test_outside_ddp_the_helpers_keep_everything() -> None:
+    assert not is_distributed()
+    rows = [{"name": "a", "psnr": 30.0}, {"name": "b", "psnr": 31.0}]
+    assert gather_shards(rows) is rows
+    same_name_other_image = {"name": "a", "psnr": 29.0}
+    rows += [dict(rows[0]), same_name_other_image]
+    assert drop_sampler_repeats(rows) == [rows[0], rows[1], same_name_other_image]
 
 
 def run_ddp_on_cpu(tmp_path: Path, data_dir: Path, *extra: str) -> subprocess.CompletedProcess:

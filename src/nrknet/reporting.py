@@ -5,20 +5,22 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from nrknet.utils.atomic import atomic_open, atomic_write_text
+
 COLUMNS = ("name", "psnr", "ssim", "lpips", "input_psnr", "input_ssim")
+#: A dataset's self-ensembled scores (eight flips and rotations averaged) are reported as its own entry.
+SELF_ENSEMBLE_SUFFIX = " (x8)"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def self_ensemble_name(dataset: str) -> str:
+    """The results key of ``dataset`` scored with the self-ensemble."""
+    return dataset + SELF_ENSEMBLE_SUFFIX
 
 
 def _fmt(value: float | None, digits: int) -> str:
@@ -28,15 +30,21 @@ def _fmt(value: float | None, digits: int) -> str:
 
 
 def markdown_table(results: dict[str, dict[str, Any]]) -> str:
-    """PSNR / SSIM / LPIPS per dataset, as in the paper's Tables 1-2 (and the blurry input for reference)."""
-    names = list(results)
+    """PSNR / SSIM / LPIPS per dataset, as in the paper's Tables 1-2 (and the blurry input for reference).
+
+    Self-ensembled scores (see :func:`self_ensemble_name`) make a row of their own.
+    """
+    names = [n for n in results if not n.endswith(SELF_ENSEMBLE_SUFFIX)]
     header = "| | " + " | ".join(f"{n} PSNR | {n} SSIM | {n} LPIPS" for n in names) + " |"
     rule = "|---|" + "---|---|---|" * len(names)
     rows = []
-    for label, prefix in (("input", "input_"), ("NRKNet", "")):
+    layout = [("input", "input_", ""), ("NRKNet", "", "")]
+    if any(self_ensemble_name(n) in results for n in names):
+        layout.append(("NRKNet" + SELF_ENSEMBLE_SUFFIX, "", SELF_ENSEMBLE_SUFFIX))
+    for label, prefix, suffix in layout:
         cells = []
         for n in names:
-            s = results[n]["summary"]
+            s = results.get(n + suffix, {}).get("summary", {})
             lp = s.get("lpips") if not prefix else None
             cells += [_fmt(s.get(prefix + "psnr"), 3), _fmt(s.get(prefix + "ssim"), 3), _fmt(lp, 3)]
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -50,8 +58,7 @@ def write_reports(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "per_image.csv"
-    tmp = csv_path.with_name(".per_image.csv.tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_open(csv_path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["dataset", *COLUMNS])
         for dataset, result in results.items():
@@ -59,14 +66,13 @@ def write_reports(
                 writer.writerow(
                     [dataset, *("" if row.get(c) is None else row.get(c) for c in COLUMNS)]
                 )
-    os.replace(tmp, csv_path)
     summary = {name: r["summary"] for name, r in results.items()}
     json_path = out_dir / "summary.json"
-    _atomic_write_text(
+    atomic_write_text(
         json_path, json.dumps({"datasets": summary, **(extra or {})}, indent=2) + "\n"
     )
     md_path = out_dir / "table.md"
-    _atomic_write_text(md_path, markdown_table(results))
+    atomic_write_text(md_path, markdown_table(results))
     return {"per_image": csv_path, "summary": json_path, "table": md_path}
 
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from nrknet.utils.atomic import atomic_write_bytes
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -397,18 +398,6 @@ def write_image(
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        atomic_write_bytes(path, data)
     except OSError as exc:
         raise ImageWriteError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise ImageWriteError(f"cannot write {path}: {exc.strerror or exc}") from None
-        raise
