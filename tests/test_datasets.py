@@ -20,6 +20,9 @@ from nrknet.data.datamodules import (
 from nrknet.data.datasets import (
     BlurryOnlyDataset,
     PairedImageDataset,
+    _draw_flips,
+    _flip_view,
+    _to_tensor,
     make_test_dataset,
     paired_crop,
     paired_flips,
@@ -323,6 +326,19 @@ def test_paired_helpers_directly() -> None:
     assert torch.equal(x, -y) and sorted(x.flatten().tolist()) == sorted(t.flatten().tolist())
 
 
+def test_flips_on_arrays_match_paired_flips_on_tensors() -> None:
+    img = np.arange(6 * 6 * 3, dtype=np.float32).reshape(6, 6, 3)
+    seen = set()
+    for seed in range(200):
+        expected = paired_flips(
+            [torch.from_numpy(img.transpose(2, 0, 1).copy())], torch.Generator().manual_seed(seed)
+        )[0]
+        flips = _draw_flips(torch.Generator().manual_seed(seed))
+        seen.add(flips)
+        assert torch.equal(_to_tensor(_flip_view(img, *flips)), expected)
+    assert len(seen) == 16  # every combination was compared
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -475,6 +491,27 @@ def test_dpdd_module_with_extra_test_sets(tmp_path: Path) -> None:
     assert [len(ld.dataset) for ld in loaders] == [2, 3, 3]
     assert [ld.dataset.score_crop for ld in loaders] == [None, None, (4, 364)]
     assert base.is_dir()
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_dpdd_module_with_ram_cache(tmp_path: Path, num_workers: int) -> None:
+    make_dpdd(tmp_path / "data")
+    batches = {}
+    for cache in ("none", "ram"):
+        dm = DPDDDataModule(
+            tmp_path / "data", batch_size=2, crop_size=16, num_workers=num_workers, cache=cache
+        )
+        dm.setup("fit")
+        assert (dm.train_dataset.cache is not None) == (cache == "ram")
+        assert dm.val_dataset.cache is None  # validation reads whole images from disk
+        torch.manual_seed(0)
+        batches[cache] = list(dm.train_dataloader())
+    assert [len(b["name"]) for b in batches["ram"]] == [2, 1]
+    for a, b in zip(batches["none"], batches["ram"], strict=True):
+        assert a["name"] == b["name"]
+        assert torch.equal(a["blurry"], b["blurry"]) and torch.equal(a["sharp"], b["sharp"])
+    with pytest.raises(ValueError, match="data.cache"):
+        DPDDDataModule(tmp_path / "data", cache="yes")
 
 
 def test_test_only_and_predict_only_modules(tmp_path: Path) -> None:

@@ -1,10 +1,13 @@
 """Lightning DataModules, one per benchmark, sharing :class:`DefocusDataModule`.
 
 Common arguments: ``root``, ``batch_size``, ``crop_size``, ``num_workers``,
-``on_bad_image``, ``pin_memory``, ``val_batch_size`` and ``extra_test_sets``.
+``on_bad_image``, ``pin_memory``, ``val_batch_size``, ``extra_test_sets`` and
+``cache``.
 
 * Training: random crops of ``crop_size`` with the same flips and 90-degree
   rotation for both images of a pair, shuffled, ``drop_last=False``.
+  ``cache="ram"``: decoded once in :meth:`setup` (per process) into shared
+  memory all loader workers read (:mod:`nrknet.data.cache`).
 * Validation: whole images of the validation split only (DPDD ``val_c``; for
   LFDOF, which has none, a fixed set of held-out training scenes). The test
   sets are never used for validation.
@@ -31,6 +34,7 @@ from typing import Any
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from nrknet.data.cache import check_cache_mode
 from nrknet.data.datasets import BlurryOnlyDataset, PairedImageDataset, make_test_dataset
 from nrknet.data.io import NRKNetDataError
 from nrknet.data.layouts import (
@@ -106,6 +110,7 @@ class DefocusDataModule(LightningDataModule):
         augment: bool = True,
         pad_if_smaller: bool = True,
         check_files: bool = True,
+        cache: str = "none",
     ) -> None:
         super().__init__()
         if root is None:
@@ -126,6 +131,7 @@ class DefocusDataModule(LightningDataModule):
         self.augment = bool(augment)
         self.pad_if_smaller = bool(pad_if_smaller)
         self.check_files = bool(check_files)
+        self.cache = check_cache_mode(cache)
         self.extra_test_sets = _normalise_extra(extra_test_sets)
         names = ([self.test_name] if self.test_name else []) + list(self.extra_test_sets)
         if len(set(names)) != len(names):
@@ -163,6 +169,8 @@ class DefocusDataModule(LightningDataModule):
             on_bad_image=self.on_bad_image,
             pad_if_smaller=self.pad_if_smaller,
             check_files=self.check_files,
+            cache=self.cache,
+            cache_workers=max(1, self.num_workers),
         )
 
     def _val_dataset(self) -> PairedImageDataset:

@@ -16,6 +16,10 @@ raise). A file that passes the probe but fails to decode later is handled the
 same way when loaded: ``"skip"`` then warns and serves the next good item
 (that late skip is recorded only in the process that loaded it, e.g. a
 DataLoader worker).
+
+``cache="ram"`` decodes every image once into shared memory (see
+:mod:`nrknet.data.cache`); crops, flips and values are then the same as when
+decoding from disk with the same random numbers.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from nrknet.data.cache import SharedImageCache, check_cache_mode, unit_float_tensor
 from nrknet.data.io import (
     ImageInfo,
     ImageReadError,
@@ -137,6 +142,13 @@ def paired_crop(
     return [im[y : y + h, x : x + w] for im in images]
 
 
+def _draw_flips(generator: torch.Generator | None = None) -> tuple[bool, bool, int]:
+    """Horizontal flip, vertical flip and number of 90-degree turns, drawn in this order."""
+    hflip = bool(torch.rand((), generator=generator) < 0.5)
+    vflip = bool(torch.rand((), generator=generator) < 0.5)
+    return hflip, vflip, int(torch.randint(0, 4, (1,), generator=generator))
+
+
 def paired_flips(
     tensors: Sequence[torch.Tensor], generator: torch.Generator | None = None
 ) -> list[torch.Tensor]:
@@ -146,9 +158,7 @@ def paired_flips(
     square images, so a batch of equal-sized crops keeps its shape; the random
     numbers are drawn either way.
     """
-    hflip = bool(torch.rand((), generator=generator) < 0.5)
-    vflip = bool(torch.rand((), generator=generator) < 0.5)
-    k = int(torch.randint(0, 4, (1,), generator=generator))
+    hflip, vflip, k = _draw_flips(generator)
     out = []
     for t in tensors:
         if hflip:
@@ -159,6 +169,17 @@ def paired_flips(
             t = torch.rot90(t, k, dims=(-2, -1))
         out.append(t.contiguous())
     return out
+
+
+def _flip_view(img: np.ndarray, hflip: bool, vflip: bool, k: int) -> np.ndarray:
+    """:func:`paired_flips` on an HxWxC array, as a view: the one copy is made when converting."""
+    if hflip:
+        img = img[:, ::-1]
+    if vflip:
+        img = img[::-1]
+    if k and img.shape[0] == img.shape[1]:
+        img = np.rot90(img, k, axes=(0, 1))
+    return img
 
 
 def _probe_cached(path: Path, cache: dict[Path, ImageInfo | ImageReadError]) -> ImageInfo:
@@ -188,6 +209,9 @@ class PairedImageDataset(Dataset):
         pad_if_smaller: reflection-pad images smaller than the crop (else raise).
         check_files: probe every file at construction (default); turn off
             only for trusted data when start-up time matters.
+        cache: ``"none"`` (decode on every access) or ``"ram"`` (decode once
+            into shared memory at construction, with a progress bar).
+        cache_workers: threads decoding while the cache is filled.
     """
 
     def __init__(
@@ -199,8 +223,11 @@ class PairedImageDataset(Dataset):
         score_crop: tuple[int, int] | None = None,
         pad_if_smaller: bool = True,
         check_files: bool = True,
+        cache: str = "none",
+        cache_workers: int = 1,
     ) -> None:
         self.on_bad_image = _check_on_bad(on_bad_image)
+        check_cache_mode(cache)
         self.crop_size = _crop_hw(crop_size)
         self.augment = bool(augment)
         self.score_crop = tuple(int(v) for v in score_crop) if score_crop is not None else None
@@ -208,6 +235,9 @@ class PairedImageDataset(Dataset):
         self.skipped: list[tuple[str, str]] = []
         all_pairs = [(Path(b), Path(s), str(n)) for b, s, n in pairs]
         self.pairs: list[Pair] = self._validate(all_pairs) if check_files else all_pairs
+        self.cache: SharedImageCache | None = None
+        if cache == "ram" and self.pairs:
+            self.cache = self._fill_cache(cache_workers)
         if not self.pairs:
             raise NRKNetDataError(
                 "no usable image pairs"
@@ -240,6 +270,24 @@ class PairedImageDataset(Dataset):
             )
         return good
 
+    def _fill_cache(self, workers: int) -> SharedImageCache:
+        cache = SharedImageCache(
+            (p for b, s, _ in self.pairs for p in (b, s)),
+            workers=workers,
+            on_bad_image=self.on_bad_image,
+        )
+        if cache.failed:
+            for path, reason in cache.failed.items():
+                self._skip(str(path), reason)
+            self.pairs = [p for p in self.pairs if p[0] in cache and p[1] in cache]
+        return cache
+
+    def _read_pair(self, b_path: Path, s_path: Path) -> tuple[np.ndarray, np.ndarray]:
+        """Both images as HxWx3 arrays: float32 from disk, or the file's integers from the cache."""
+        if self.cache is None:
+            return read_image(b_path), read_image(s_path)
+        return self.cache[b_path], self.cache[s_path]
+
     def _skip(self, path: str, reason: str, warn: bool = True) -> None:
         self.skipped.append((path, reason))
         if warn:
@@ -254,8 +302,7 @@ class PairedImageDataset(Dataset):
 
     def _load(self, index: int) -> dict[str, Any]:
         b_path, s_path, name = self.pairs[index]
-        blurry = read_image(b_path)
-        sharp = read_image(s_path)
+        blurry, sharp = self._read_pair(b_path, s_path)
         if blurry.shape != sharp.shape:
             raise SizeMismatchError(
                 f"pair {name!r} has different sizes: blurry {b_path} is "
@@ -270,10 +317,12 @@ class PairedImageDataset(Dataset):
                 pad_if_smaller=self.pad_if_smaller,
                 name=str(b_path),
             )
-        tb, ts = _to_tensor(blurry), _to_tensor(sharp)
         if self.augment:
-            tb, ts = paired_flips([tb, ts])
-        return {"blurry": tb, "sharp": ts, "name": name}
+            flips = _draw_flips()
+            blurry, sharp = _flip_view(blurry, *flips), _flip_view(sharp, *flips)
+        # Cached integers are converted only now, and only the crop.
+        to_chw = _to_tensor if self.cache is None else unit_float_tensor
+        return {"blurry": to_chw(blurry), "sharp": to_chw(sharp), "name": name}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if self.on_bad_image == "raise":
