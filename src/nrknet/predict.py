@@ -30,6 +30,10 @@ side) are deblurred whole; larger ones tile by tile (see
 Speed: ``--accel`` switches the speed paths of :mod:`nrknet.accel` (``auto``:
 on for the CPU, off elsewhere; ``on``; ``off``: the plain model).
 
+Self-ensemble: ``--tta`` deblurs the eight flips and quarter turns of every
+photo (each tiled as above), turns the results back and averages them
+(:mod:`nrknet.inference.self_ensemble`); the side files are averaged too.
+
 The work itself is done by :mod:`nrknet.inference`; this module parses the
 options, reports errors and progress, and sets the exit status.
 
@@ -117,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"width of the blending ramp between tiles (default {DEFAULT_BLEND})",
     )
     parser.add_argument("--batch", type=int, default=1, help="tiles per forward pass (default 1)")
+    parser.add_argument(
+        "--tta",
+        action="store_true",
+        help="self-ensemble: average the results of the eight flips and 90-degree rotations "
+        "(eight times slower)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument(
         "--defocus-map",
@@ -230,6 +240,7 @@ def run(args, console) -> Summary:
         autocast_dtype=autocast_dtype,
         defocus=args.defocus_map,
         levels=_parse_levels(args.levels, model.num_maps) if args.figures else (),
+        self_ensemble=args.tta,
     )
     summary = Summary()
     start = time.perf_counter()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from nrknet.inference.self_ensemble import DIHEDRAL_GROUP, self_ensemble
 from nrknet.inference.windows import WindowFunction
 from nrknet.tiling import DEFAULT_BLEND, DEFAULT_TILE, default_overlap, tiled_apply
 
@@ -62,6 +63,8 @@ class Deblurrer:
     ``batch`` tiles per forward pass, so memory is bounded by the tile.
     ``defocus`` adds the effective blur radius, ``levels`` the coefficient
     maps of those levels; ``autocast_dtype`` runs the network under autocast.
+    ``self_ensemble`` averages the (tiled) results of the eight flips and
+    quarter turns of the image (:mod:`nrknet.inference.self_ensemble`).
     """
 
     def __init__(
@@ -76,8 +79,10 @@ class Deblurrer:
         autocast_dtype: torch.dtype | None = None,
         defocus: bool = False,
         levels: Sequence[int] = (),
+        self_ensemble: bool = False,
     ) -> None:
         check_tiling(tile, overlap, blend, batch)
+        self.self_ensemble = self_ensemble
         if levels:
             check_levels(levels, model.num_maps)
         self.window = WindowFunction(
@@ -104,9 +109,12 @@ class Deblurrer:
         self, rgb: np.ndarray, progress: Callable[[int, int], None] | None = None
     ) -> Deblurred:
         """Deblur ``rgb`` (H x W x 3 float32); ``progress(done, total)`` follows the tiles."""
-        result = tiled_apply(
-            self.window, rgb, self.window.channels, progress=progress, **self.settings
-        )
+        if self.self_ensemble:
+            result = self._self_ensemble(rgb, progress)
+        else:
+            result = tiled_apply(
+                self.window, rgb, self.window.channels, progress=progress, **self.settings
+            )
         extra = 3
         defocus = None
         if self.defocus:
@@ -114,3 +122,30 @@ class Deblurrer:
             extra += 1
         coefficients = result[..., extra:] if self.levels else None
         return Deblurred(result[..., :3], defocus, coefficients, list(self.levels))
+
+    def _self_ensemble(
+        self, rgb: np.ndarray, progress: Callable[[int, int], None] | None
+    ) -> np.ndarray:
+        """The whole tiled deblur per transform, so every transform sees the image exactly as one pass does."""
+        passes = len(DIHEDRAL_GROUP)
+        done_passes = 0
+
+        def deblur(image: torch.Tensor) -> torch.Tensor:
+            nonlocal done_passes
+            offset = done_passes
+            done_passes += 1
+
+            def tiles_done(done: int, total: int) -> None:
+                progress(offset * total + done, passes * total)
+
+            result = tiled_apply(
+                self.window,
+                image,
+                self.window.channels,
+                progress=None if progress is None else tiles_done,
+                **self.settings,
+            )
+            return torch.from_numpy(result).permute(2, 0, 1)
+
+        image = torch.from_numpy(rgb).permute(2, 0, 1)
+        return self_ensemble(deblur, image).permute(1, 2, 0).contiguous().numpy()
