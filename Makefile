@@ -52,9 +52,11 @@ predict: $(STAMP) ## Deblur photos: make predict IN=photos/ OUT=deblurred/ CKPT=
 	$(BIN)/nrknet-predict "$(IN)" --out "$(OUT)" --ckpt "$(CKPT)" $(ARGS)
 
 SWEEP_DIR ?= logs/sweeps/$(STUDY)/$(shell date +%Y-%m-%d_%H-%M-%S)
-sweep: $(STAMP) ## Run a paper study as a multirun and collect its table: make sweep STUDY=table3_rkr [ARGS=...]
-	@test -f experiments/$(STUDY)/sweep.txt || { echo "unknown study $(STUDY); see experiments/" >&2; exit 2; }
-	$(BIN)/nrknet-train -m $$(cat experiments/$(STUDY)/sweep.txt) hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
+JOBS ?= 1
+sweep: $(STAMP) ## Run a paper study as a multirun and collect its table: make sweep STUDY=table3_rkr [JOBS=4] [ARGS=...]
+	@overrides=$$($(BIN)/python experiments/study.py $(STUDY)) || exit 2; \
+	launcher=$$([ "$(JOBS)" = 1 ] || echo "hydra/launcher=parallel hydra.launcher.n_jobs=$(JOBS)"); \
+	set -x; $(BIN)/nrknet-train -m $$overrides $$launcher hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
 	$(BIN)/python experiments/collect.py --study $(STUDY) --runs $(SWEEP_DIR)
 
 clean: ## Remove caches and run outputs (keeps .venv and data)

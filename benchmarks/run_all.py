@@ -1,6 +1,6 @@
 """Run the benchmarks, print one table each and write benchmarks/results/<name>.json.
 
-Usage: python benchmarks/run_all.py [--quick] [--only model,synthetic,...]
+Usage: python benchmarks/run_all.py [--quick] [--only model,synthetic,data,...]
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ BENCHMARKS = {
     "predict": "benchmarks.bench_predict",
     "speed": "benchmarks.bench_speed",
     "gpu": "benchmarks.bench_gpu",
+    "data": "benchmarks.bench_data",
+    "sweep": "benchmarks.bench_sweep",
 }
 
 

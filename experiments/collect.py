@@ -2,7 +2,7 @@
 
     python experiments/collect.py --study table3_rkr --runs logs/train/multiruns/<date_time>
 
-Reads every job's ``.hydra/overrides.yaml`` (which experiment it ran) and
+Reads every job's ``.hydra/overrides.yaml`` (which row it ran: see ``study.py``) and
 ``metrics.json`` (written by nrknet-train), and writes ``table.md``,
 ``table.json`` and ``chart.png`` into ``--out`` (default: the multirun folder).
 Rows and the paper's figures come from ``experiments/<study>/table.yaml``.
@@ -17,20 +17,11 @@ import sys
 from pathlib import Path
 
 import yaml
-
-HERE = Path(__file__).resolve().parent
+from study import StudyError, job_settings, load_study, row_matches
 
 
 class CollectError(ValueError):
     pass
-
-
-def load_study(study: str) -> dict:
-    path = HERE / study / "table.yaml"
-    if not path.is_file():
-        known = sorted(p.parent.name for p in HERE.glob("*/table.yaml"))
-        raise CollectError(f"unknown study {study!r}: no {path}; known studies: {', '.join(known)}")
-    return yaml.safe_load(path.read_text())
 
 
 def find_jobs(runs: Path) -> list[dict]:
@@ -47,7 +38,13 @@ def find_jobs(runs: Path) -> list[dict]:
         metrics_file = job_dir / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
         jobs.append(
-            {"dir": job_dir, "experiment": experiment, "overrides": overrides, "metrics": metrics}
+            {
+                "dir": job_dir,
+                "experiment": experiment,
+                "overrides": overrides,
+                "settings": job_settings(overrides),
+                "metrics": metrics,
+            }
         )
     if not jobs:
         raise CollectError(f"no Hydra job folders (.hydra/overrides.yaml) under {runs}")
@@ -72,13 +69,14 @@ def collect(study: str, runs: Path) -> dict:
         datasets = tested
     rows = []
     for row in spec["rows"]:
-        matching = [j for j in jobs if j["experiment"] == row["experiment"]]
+        matching = [j for j in jobs if row_matches(row, j["settings"])]
         job = matching[-1] if matching else None
         metrics = job["metrics"] if job else None
         rows.append(
             {
                 "label": row["label"],
                 "experiment": row["experiment"],
+                "overrides": row.get("overrides") or [],
                 "paper_psnr": row.get("paper"),
                 "val_psnr": _metric(metrics, None),
                 "test": {
@@ -156,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         table = collect(args.study, args.runs)
-    except CollectError as exc:
+    except (CollectError, StudyError) as exc:
         print(f"collect: error: {exc}", file=sys.stderr)
         return 2
     out = args.out or args.runs

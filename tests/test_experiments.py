@@ -1,15 +1,26 @@
-"""Every experiment config composes and trains one fast_dev_run step on CPU, on tiny data."""
+"""Every experiment config composes and trains one fast_dev_run step on CPU, on tiny data;
+every study's multirun, built from its table.yaml, runs exactly the rows its collector reports."""
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from conftest import CONFIG_DIR, tiny_overrides
 from nrknet.train import train
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+import collect  # noqa: E402
+import study  # noqa: E402
+
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+STUDIES = study.known_studies()
 
 
 def test_experiment_list_covers_the_paper_tables():
@@ -18,7 +29,7 @@ def test_experiment_list_covers_the_paper_tables():
         "table3_gaussian", "table3_non_recursive", "table3_non_separable", "table3_rkr",
         "table4_full_expansion", "table4_two_scales", "table4_four_scales", "table4_no_convlstm", "table4_original",
         "table5_no_reblur", "table5_no_fdr", "table5_single_scale", "table5_full",
-        "atoms_J15", "atoms_J18", "atoms_J20", "atoms_J22", "atoms_J25",
+        "atoms_J", "quickstart_no_gate",
     }  # fmt: skip
     assert expected <= set(EXPERIMENTS)
 
@@ -60,3 +71,124 @@ def test_mixed_precision_training_step(compose_train, tmp_path, synthetic_data_d
     cfg = compose_train(overrides)
     train(cfg)
     assert (Path(cfg.paths.output_dir) / "metrics.json").is_file()
+
+
+def test_experiments_leave_tags_to_the_composition(compose_train, tmp_path):
+    for path in (CONFIG_DIR / "experiment").glob("*.yaml"):
+        assert "tags" not in (yaml.safe_load(path.read_text()) or {}), f"{path.name} sets tags"
+    paths = [f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}"]
+    cfg = compose_train(["experiment=table5_no_fdr", *paths])
+    assert list(cfg.tags) == ["nrknet", "dpdd", "table5_losses", "nrknet", "no_fdr"]
+    assert cfg.run_name == "table5_no_fdr"
+    # without an experiment every tag is still a string (wandb refuses anything else)
+    assert all(isinstance(tag, str) for tag in compose_train(paths).tags)
+
+
+# ---------------------------------------------------------------- studies: table.yaml -> multirun
+def hydra_jobs(overrides: list[str]) -> list[list[str]]:
+    """The jobs Hydra's basic sweeper makes of a multirun command line."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def test_every_study_folder_has_a_table():
+    folders = sorted(p.name for p in study.HERE.iterdir() if (p / "README.md").is_file())
+    assert folders == STUDIES and "atoms_J" in STUDIES
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_study_sweep_composes_and_collects_one_row_per_job(compose_train, name, tmp_path):
+    spec = study.load_study(name)
+    jobs = hydra_jobs(study.sweep_overrides(spec, name))
+    assert len(jobs) == len(spec["rows"])
+    runs = tmp_path / "sweep"
+    run_names = set()
+    for number, job in enumerate(jobs):
+        cfg = compose_train([*job, f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}"])
+        assert cfg.study == name, f"{job}: the experiment belongs to study {cfg.study}"
+        run_names.add(cfg.run_name)
+        job_dir = runs / str(number)
+        (job_dir / ".hydra").mkdir(parents=True)
+        (job_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(job))
+        (job_dir / "metrics.json").write_text(json.dumps({"best_val_psnr": 20.0 + number}))
+    assert len(run_names) == len(jobs), "every job of a study needs a run name of its own"
+    table = collect.collect(name, runs)
+    assert [row["label"] for row in table["rows"]] == [row["label"] for row in spec["rows"]]
+    assert all(row["status"] == "done" for row in table["rows"])
+    assert sorted(row["run"] for row in table["rows"]) == sorted(
+        str(runs / str(number)) for number in range(len(jobs))
+    )
+
+
+def test_atoms_J_is_one_experiment_swept_over_the_number_of_levels(compose_train, tmp_path):
+    spec = study.load_study("atoms_J")
+    assert study.sweep_overrides(spec, "atoms_J") == [
+        "experiment=atoms_J",
+        "model.num_levels=15,18,20,22,25",
+    ]
+    cfg = compose_train(["experiment=atoms_J", "model.num_levels=18", f"paths.root_dir={tmp_path}"])
+    assert cfg.model.num_levels == 18 and cfg.run_name == "atoms_J18"
+    # the collector tells the rows apart by the override, whatever else the jobs were given
+    for number, levels in enumerate((25, 15)):
+        job_dir = tmp_path / str(number)
+        (job_dir / ".hydra").mkdir(parents=True)
+        overrides = ["experiment=atoms_J", f"model.num_levels={levels}", "trainer=cpu"]
+        (job_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    rows = {row["label"]: row for row in collect.collect("atoms_J", tmp_path)["rows"]}
+    assert rows["J = 15"]["run"] == str(tmp_path / "1")
+    assert rows["J = 25"]["run"] == str(tmp_path / "0")
+    assert rows["J = 20"]["status"] == "missing"
+    assert rows["J = 15"]["overrides"] == ["model.num_levels=15"]
+
+
+def test_study_command_prints_the_multirun_overrides(capsys):
+    assert study.main(["table3_rkr"]) == 0
+    assert capsys.readouterr().out.split() == study.sweep_overrides(
+        study.load_study("table3_rkr"), "table3_rkr"
+    )
+    assert study.main(["no_such_study"]) == 2
+    assert "unknown study 'no_such_study'" in capsys.readouterr().err
+
+
+def _rows(*rows: dict) -> dict:
+    spec = {"rows": [{"label": str(i), **row} for i, row in enumerate(rows)]}
+    for row in spec["rows"]:
+        row["settings"] = study.row_settings(row, "test row")
+    return spec
+
+
+def test_study_rows_must_form_a_full_grid():
+    grid = _rows(
+        {"experiment": "a", "overrides": ["seed=1"]},
+        {"experiment": "b", "overrides": ["seed=1"]},
+        {"experiment": "a", "overrides": ["seed=2"]},
+        {"experiment": "b", "overrides": ["seed=2"]},
+    )
+    assert study.sweep_overrides(grid) == ["experiment=a,b", "seed=1,2"]
+    with pytest.raises(
+        study.StudyError, match=r"not form a full grid .*no row for experiment=b seed=2"
+    ):
+        study.sweep_overrides(_rows(*[r for r in grid["rows"] if r["label"] != "3"]))
+    with pytest.raises(study.StudyError, match="every row must set the same keys"):
+        study.sweep_overrides(
+            _rows({"experiment": "a"}, {"experiment": "b", "overrides": ["seed=1"]})
+        )
+    with pytest.raises(study.StudyError, match="same experiment and overrides"):
+        study.sweep_overrides(_rows({"experiment": "a"}, {"experiment": "a"}))
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"experiment": "a", "overrides": ["seed=1,2"]}, "must set one value"),
+        ({"experiment": "a", "overrides": ["seed=1", "seed=2"]}, "repeats a key"),
+        ({"experiment": "a", "overrides": ["experiment=b"]}, "repeats a key or sets experiment"),
+        ({"experiment": "a", "overrides": ["run_name='x y'"]}, "contains whitespace"),
+        ({"experiment": "a", "overrides": "seed=1"}, "must be a list of strings"),
+        ({"experiment": "a", "overrides": ["seed=["]}, "test row"),
+        ({"overrides": ["seed=1"]}, "an 'experiment' name"),
+    ],
+)
+def test_bad_study_rows_are_named(row, message):
+    with pytest.raises(study.StudyError, match=message):
+        study.row_settings({"label": "x", **row}, "test row")
