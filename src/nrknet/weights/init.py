@@ -1,0 +1,145 @@
+"""``init_from``: start training from the weights of a checkpoint (optimizer, schedule and epoch stay fresh).
+
+Three kinds of file are read: a Lightning checkpoint of this project or an
+``nrknet-convert`` output (both ``state_dict`` with ``model.``-prefixed keys),
+and the authors' ``.pth`` (converted on the fly, BGR to RGB).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nrknet.checkpoint import MODEL_PREFIX, CheckpointError
+
+log = logging.getLogger("nrknet.weights")
+
+
+@dataclass
+class LoadReport:
+    """What ``load_weights`` did: the keys it loaded and the three kinds it could not."""
+
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)  # "key: file shape vs model shape"
+
+    @property
+    def complete(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def problems(self) -> str:
+        return "; ".join(
+            f"{label}: {', '.join(keys)}"
+            for label, keys in (
+                ("missing", self.missing),
+                ("unexpected", self.unexpected),
+                ("shape mismatch", self.mismatched),
+            )
+            if keys
+        )
+
+
+def read_model_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The network's state dict (our names, RGB) from any of the three supported files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated or foreign files fail in many ways
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    inner = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if isinstance(inner, dict) and any(str(k).startswith(MODEL_PREFIX) for k in inner):
+        return {k[len(MODEL_PREFIX) :]: v for k, v in inner.items() if k.startswith(MODEL_PREFIX)}
+    from nrknet.convert import from_official
+
+    try:
+        return from_official(ckpt).state_dict()
+    except CheckpointError as exc:
+        raise CheckpointError(
+            f"{path} is neither an nrknet checkpoint (state_dict with '{MODEL_PREFIX}' keys) "
+            f"nor the authors' weights ({exc})"
+        ) from exc
+
+
+def load_weights(
+    model: nn.Module, path: str | os.PathLike, strict: bool = True, setting: str = "init_from"
+) -> LoadReport:
+    """Copy the weights of ``path`` into ``model``.
+
+    ``strict``: every key must be present on both sides with the same shape,
+    otherwise nothing is loaded and one line names the file and the keys.
+    Otherwise the tensors that fit are loaded and the rest is logged.
+    """
+    weights = read_model_weights(path)
+    own = model.state_dict()
+    report = LoadReport(
+        missing=sorted(k for k in own if k not in weights),
+        unexpected=sorted(k for k in weights if k not in own),
+    )
+    fitting = {}
+    for key, value in weights.items():
+        if key not in own:
+            continue
+        if value.shape != own[key].shape:
+            report.mismatched.append(
+                f"{key} {tuple(value.shape)} vs {tuple(own[key].shape)} in the model"
+            )
+        else:
+            fitting[key] = value
+    report.loaded = sorted(fitting)
+    report.mismatched.sort()
+    if strict and not report.complete:
+        raise CheckpointError(
+            f"{setting}={path}: the weights do not fit the model; {report.problems()} "
+            f"(set init_strict=false to load only what fits)"
+        )
+    model.load_state_dict(fitting, strict=False)
+    log.info("%s: loaded %d of %d tensors from %s", setting, len(fitting), len(own), path)
+    if not report.complete:
+        for label, keys in (
+            ("missing from the file (left as initialised)", report.missing),
+            ("unexpected (ignored)", report.unexpected),
+            ("shape mismatch (left as initialised)", report.mismatched),
+        ):
+            if keys:
+                log.warning("%s: %s: %s", setting, label, ", ".join(keys))
+    return report
+
+
+def apply_init_from(
+    model: nn.Module, init_from: str | None, strict: bool = True, resume: str | None = None
+) -> LoadReport | None:
+    """``init_from`` (a path or a registry name) loaded into ``model``, unless the run resumes.
+
+    A resumed run takes its weights from the resumed checkpoint, so a requeued
+    fine-tuning job continues where it stopped instead of starting over.
+    """
+    if not init_from:
+        return None
+    if resume is not None:
+        log.info("resuming from %s: init_from=%s is not applied", resume, init_from)
+        return None
+    from nrknet.weights.cache import resolve_checkpoint
+
+    return load_weights(model, resolve_checkpoint(init_from), strict=strict)
+
+
+def require_training_state(path: str | os.PathLike, setting: str = "ckpt_path") -> str:
+    """``path`` if it can resume a run; a one-line error if it holds weights only."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception:  # noqa: BLE001 - let Lightning report files it cannot read
+        return str(path)
+    if not (isinstance(ckpt, dict) and "state_dict" in ckpt and "optimizer_states" in ckpt):
+        raise CheckpointError(
+            f"{setting}={path} holds weights only, no training state to resume; "
+            f"start from its weights with init_from={path}"
+        )
+    return str(path)

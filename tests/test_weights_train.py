@@ -1,0 +1,104 @@
+"""nrknet-train init_from: weights only, with a fresh optimizer, schedule and epoch (unlike ckpt_path)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+import nrknet.train as train_module
+from conftest import tiny_overrides
+from nrknet.checkpoint import CheckpointError
+from nrknet.train import train
+from nrknet.weights import read_model_weights
+
+pytestmark = pytest.mark.slow
+
+
+class StartProbe(Callback):
+    """What the run looks like when fitting starts: epoch, step, optimizer state, weights."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.epoch, self.step = trainer.current_epoch, trainer.global_step
+        self.optimizer_state = len(trainer.optimizers[0].state)
+        self.lr = trainer.optimizers[0].param_groups[0]["lr"]
+        self.weights = {k: v.clone() for k, v in pl_module.model.state_dict().items()}
+
+
+@pytest.fixture
+def probe(monkeypatch) -> StartProbe:
+    probe = StartProbe()
+    build = train_module.build
+
+    def build_with_probe(cfg):
+        datamodule, module, trainer = build(cfg)
+        trainer.callbacks.append(probe)
+        return datamodule, module, trainer
+
+    monkeypatch.setattr(train_module, "build", build_with_probe)
+    return probe
+
+
+def test_init_from_starts_fresh_while_ckpt_path_resumes(
+    compose_train, tmp_path, synthetic_data_dir, probe
+):
+    def run(folder, *extra):
+        base = ["experiment=quickstart", *tiny_overrides(synthetic_data_dir, tmp_path / folder)]
+        train(compose_train([*base, "test=false", *extra]))
+        return json.loads((tmp_path / folder / "metrics.json").read_text())
+
+    first = run("first", "trainer.max_epochs=2")
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    steps_per_epoch = first["global_step"] // 2
+
+    tuned = run("tuned", "trainer.max_epochs=1", f"init_from={last}")
+    assert (probe.epoch, probe.step, probe.optimizer_state) == (0, 0, 0)
+    assert probe.lr == pytest.approx(2.0e-3)  # the schedule starts again too
+    expected = read_model_weights(last)
+    assert all(torch.equal(probe.weights[k], expected[k]) for k in expected)
+    assert tuned["epochs"] == 1 and tuned["global_step"] == steps_per_epoch
+
+    resumed = run("first", "trainer.max_epochs=3", f"ckpt_path={last}")
+    assert (probe.epoch, probe.step) == (2, 2 * steps_per_epoch)
+    assert probe.optimizer_state > 0
+    assert resumed["epochs"] == 3
+
+
+def test_authors_weights_fine_tune_a_gated_model_only_when_not_strict(
+    compose_train, tmp_path, synthetic_data_dir, parity_fixture, probe
+):
+    pth = tmp_path / "authors_w8.pth"
+    torch.save(parity_fixture["state_dict"], pth)
+    base = [
+        "experiment=quickstart",
+        *tiny_overrides(synthetic_data_dir, tmp_path / "run"),
+        "model.width=8",
+        "trainer.max_epochs=1",
+        "test=false",
+        f"init_from={pth}",
+    ]
+    # the quickstart model has a residual gate that the authors' model lacks
+    with pytest.raises(CheckpointError, match=r"authors_w8.pth: .*missing: gate"):
+        train(compose_train(base))
+    train(compose_train([*base, "init_strict=false"]))
+    assert float(probe.weights["gate"]) == 0.0
+    assert torch.equal(
+        probe.weights["unet.head.weight"], read_model_weights(pth)["unet.head.weight"]
+    )
+
+
+def test_ckpt_path_to_a_weights_only_file_points_to_init_from(
+    compose_train, tmp_path, synthetic_data_dir
+):
+    from nrknet.checkpoint import save_model
+    from nrknet.models.nrknet import NRKNet
+
+    weights = tmp_path / "weights.ckpt"
+    save_model(NRKNet(width=8), weights)
+    cfg = compose_train(
+        [*tiny_overrides(synthetic_data_dir, tmp_path / "run"), f"ckpt_path={weights}"]
+    )
+    with pytest.raises(CheckpointError, match="holds weights only.*init_from="):
+        train(cfg)
