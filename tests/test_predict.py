@@ -327,3 +327,24 @@ def test_figures_need_coefficient_levels(photo_folder, tmp_path, ckpt):
     with pytest.raises(ValueError, match="levels"):
         deblur_file(photo_folder / "a.jpg", tmp_path / "a.jpg", deblurrer, figures=True)
     assert not (tmp_path / "a.jpg").exists()
+
+
+def test_ckpt_name_resolves_through_the_weights_registry(tmp_path, ckpt, monkeypatch, capsys):
+    from nrknet.weights import Registry, cache
+
+    files = tmp_path / "registry" / "files"
+    files.mkdir(parents=True)
+    (files / "m.ckpt").write_bytes(ckpt.read_bytes())
+    registry_file = tmp_path / "registry" / "registry.yaml"
+    registry_file.write_text(
+        "entries:\n  tiny:\n    kind: bundled\n    format: nrknet\n    filename: m.ckpt\n"
+    )
+    monkeypatch.setattr(cache, "default_registry", lambda: Registry.from_yaml(registry_file))
+    photo = tmp_path / "in" / "a.png"
+    _write(photo, _scene(40, 56))
+    by_path, by_name = tmp_path / "by_path", tmp_path / "by_name"
+    assert main([str(photo), "--out", str(by_path), "--ckpt", str(ckpt)]) == 0
+    assert main([str(photo), "--out", str(by_name), "--ckpt", "tiny"]) == 0
+    assert _digest(by_name) == _digest(by_path)
+    assert main([str(photo), "--out", str(tmp_path / "x"), "--ckpt", "unknown-name"]) == 2
+    assert "known: tiny" in capsys.readouterr().err

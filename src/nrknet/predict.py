@@ -83,7 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder or glob")
     parser.add_argument("--out", "-o", required=True, type=Path, help="output folder")
-    parser.add_argument("--ckpt", "-c", required=True, type=Path, help="NRKNet checkpoint")
+    parser.add_argument(
+        "--ckpt",
+        "-c",
+        required=True,
+        type=Path,
+        help="NRKNet checkpoint: a path, or a name from the weights registry",
+    )
     parser.add_argument(
         "--device",
         default="auto",

@@ -9,6 +9,7 @@ import torch
 from nrknet.accel import accelerate
 from nrknet.checkpoint import CheckpointError, load_model
 from nrknet.models.nrknet import NRKNet
+from nrknet.weights import resolve_checkpoint
 
 __all__ = ["autocast_dtype_for", "load_inference_model", "resolve_device"]
 
@@ -40,11 +41,13 @@ def load_inference_model(
 ) -> NRKNet:
     """Load ``ckpt`` onto ``device`` in eval mode, accelerated per ``accel`` (see :mod:`nrknet.accel`).
 
+    ``ckpt`` is a path or a name of the weights registry (:mod:`nrknet.weights`).
+
     Raises :class:`CheckpointError` for any file this version cannot rebuild
     a model from, naming the file.
     """
     try:
-        model = load_model(ckpt, map_location="cpu")
+        model = load_model(resolve_checkpoint(ckpt), map_location="cpu")
     except CheckpointError:
         raise
     except Exception as exc:  # noqa: BLE001 - e.g. a model config this version cannot build
