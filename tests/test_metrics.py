@@ -22,11 +22,16 @@ from nrknet.metrics import (
     apply_score_crop,
     get_lpips_model,
     lpips_distance,
+    mae,
     psnr,
+    psnr_full_precision,
     quantize_8bit,
     ssim,
+    summarize_rows,
 )
 from nrknet.metrics import lpips as lpips_metric
+from nrknet.models.nrknet import NRKNet
+from nrknet.module import NRKNetModule
 
 
 def _pair(
@@ -345,3 +350,81 @@ def test_accumulator_score_crop() -> None:
     assert row["psnr"] == pytest.approx(psnr(pred, target, crop=RTF_SCORE_CROP).item())
     assert row["ssim"] == pytest.approx(ssim(pred, target, crop=RTF_SCORE_CROP).item())
     assert row["input_psnr"] == math.inf
+
+
+# ----------------------------------------------------------------------------- MAE and 16-bit PSNR
+
+
+@pytest.mark.parametrize("error", [1, 5, 40])
+def test_mae_uniform_error_by_hand(error: int) -> None:
+    target = torch.full((1, 3, 8, 8), 100 / 255)
+    pred = target + error / 255
+    assert mae(pred, target).item() == pytest.approx(error / 255)
+
+
+def test_mae_is_taken_on_8bit_levels_per_image() -> None:
+    pred, target = _pair(21, (3, 3, 20, 24))
+    expected = [
+        np.mean(np.abs(_to_hwc_uint8(p) - _to_hwc_uint8(t))) / 255
+        for p, t in zip(pred, target, strict=True)
+    ]
+    assert mae(pred, target).tolist() == pytest.approx(expected)
+    # sub-level differences vanish after rounding, as for PSNR
+    levels = quantize_8bit(target.clamp(0.1, 0.9)) / 255
+    off = levels + 0.1 / 255
+    assert mae(off, levels).tolist() == pytest.approx([0.0] * 3, abs=1e-12)
+    assert mae(off, levels, quantize=False).tolist() == pytest.approx([0.1 / 255] * 3, rel=1e-3)
+
+
+def test_psnr16_is_full_precision_with_peak_one() -> None:
+    g = torch.Generator().manual_seed(22)
+    target = torch.randint(0, 65536, (2, 3, 16, 16), generator=g).double() / 65535
+    pred = target + 0.3 / 255 * torch.randn(target.shape, generator=g, dtype=torch.float64)
+    expected = [
+        peak_signal_noise_ratio(t.numpy(), p.clamp(0, 1).numpy(), data_range=1.0)
+        for p, t in zip(pred, target, strict=True)
+    ]
+    assert psnr_full_precision(pred, target).tolist() == pytest.approx(expected)
+    # 8-bit rounding hides most of an error smaller than one level
+    assert (psnr(pred, target) - psnr_full_precision(pred, target)).abs().min() > 1.0
+    # the prediction is clipped, like for the 8-bit PSNR
+    ones = torch.ones(1, 3, 8, 8)
+    assert psnr_full_precision(ones * 1.5, ones).item() == math.inf
+    assert psnr_full_precision(ones, ones * 0.9, crop=(2, 6)).item() == pytest.approx(20.0)
+
+
+def test_accumulator_mae_and_optional_psnr16() -> None:
+    pred, target = _pair(23, (2, 3, 24, 24))
+    blurry = (target + 0.15).clamp(0, 1)
+    plain = ImageQualityMetrics(lpips="off")
+    plain.update(pred, target, ["a", "b"], blurry=blurry)
+    rows = plain.per_image()
+    assert [r["mae"] for r in rows] == pytest.approx(mae(pred, target).tolist())
+    assert [r["input_mae"] for r in rows] == pytest.approx(mae(blurry, target).tolist())
+    assert all(r["psnr16"] is None and r["input_psnr16"] is None for r in rows)
+    assert plain.summary()["mae"] == pytest.approx(mae(pred, target).mean().item())
+    assert plain.summary()["psnr16"] is None
+    full = ImageQualityMetrics(lpips="off", psnr16=True)
+    for i in range(2):  # the first batch gets it too
+        full.update(pred[i : i + 1], target[i : i + 1], [f"x{i}"], blurry=blurry[i : i + 1])
+    rows = full.per_image()
+    assert [r["psnr16"] for r in rows] == pytest.approx(psnr_full_precision(pred, target).tolist())
+    assert [r["input_psnr16"] for r in rows] == pytest.approx(
+        psnr_full_precision(blurry, target).tolist()
+    )
+
+
+def test_summarize_rows_skips_missing_scores() -> None:
+    rows = [
+        {"name": "a", "psnr": 20.0, "mae": 0.1, "lpips": None},
+        {"name": "b", "psnr": 30.0, "mae": None},
+    ]
+    summary = summarize_rows(rows)
+    assert summary["count"] == 2 and summary["psnr"] == pytest.approx(25.0)
+    assert summary["mae"] == pytest.approx(0.1) and summary["lpips"] is None
+    assert summarize_rows([])["psnr"] is None and summarize_rows([])["count"] == 0
+
+
+def test_psnr16_setting_must_be_a_boolean() -> None:
+    with pytest.raises(ValueError, match="metrics.psnr16 must be true or false, got 'yes'"):
+        NRKNetModule(NRKNet(width=4), psnr16="yes")

@@ -1,19 +1,22 @@
 """Image quality metrics under the paper's evaluation protocol.
 
-* :mod:`~nrknet.metrics.image_quality`: 8-bit quantisation, the score crop, PSNR and SSIM;
+* :mod:`~nrknet.metrics.image_quality`: 8-bit quantisation, the score crop, PSNR, SSIM,
+  MAE and the optional full-precision (16-bit) PSNR;
 * :mod:`~nrknet.metrics.lpips`: LPIPS (AlexNet, v0.1) and where its weights come from;
 * :mod:`~nrknet.metrics.aggregate`: :class:`ImageQualityMetrics`, the per-image
-  scores of a test set and their means.
+  scores of a test set and their means (:func:`summarize_rows` for any subset of rows).
 """
 
-from nrknet.metrics.aggregate import METRIC_KEYS, ImageQualityMetrics
+from nrknet.metrics.aggregate import METRIC_KEYS, ImageQualityMetrics, summarize_rows
 from nrknet.metrics.image_quality import (
     PEAK,
     RTF_SCORE_CROP,
     SSIM_SIGMA,
     SSIM_WINDOW,
     apply_score_crop,
+    mae,
     psnr,
+    psnr_full_precision,
     quantize_8bit,
     ssim,
 )
@@ -47,8 +50,11 @@ __all__ = [
     "apply_score_crop",
     "get_lpips_model",
     "lpips_distance",
+    "mae",
     "psnr",
+    "psnr_full_precision",
     "quantize_8bit",
     "reset_lpips_cache",
     "ssim",
+    "summarize_rows",
 ]

@@ -8,11 +8,24 @@ from collections.abc import Sequence
 import torch
 from torchmetrics import Metric
 
-from nrknet.metrics.image_quality import check_pair, psnr, ssim
+from nrknet.metrics.image_quality import check_pair, mae, psnr, psnr_full_precision, ssim
 from nrknet.metrics.lpips import check_lpips_mode, lpips_distance
 from nrknet.utils.distributed import drop_sampler_repeats, gather_shards, is_distributed
 
-METRIC_KEYS = ("psnr", "ssim", "lpips", "input_psnr", "input_ssim")
+METRIC_KEYS = (
+    "psnr",
+    "ssim",
+    "mae",
+    "lpips",
+    "psnr16",
+    "input_psnr",
+    "input_ssim",
+    "input_mae",
+    "input_psnr16",
+)
+
+#: A per-image row: the image's ``name`` and its scores (``None`` where not computed).
+Row = dict[str, float | str | None]
 
 
 def _to_float(value: torch.Tensor) -> float | None:
@@ -20,15 +33,27 @@ def _to_float(value: torch.Tensor) -> float | None:
     return None if math.isnan(value) else value
 
 
+def summarize_rows(rows: Sequence[Row]) -> dict[str, float | int | None]:
+    """Means of per-image rows over the images that have each score (``None`` where none
+    has it), and ``count``, the number of rows."""
+    summary: dict[str, float | int | None] = {}
+    for key in METRIC_KEYS:
+        values = [row[key] for row in rows if row.get(key) is not None]
+        summary[key] = math.fsum(values) / len(values) if values else None
+    summary["count"] = len(rows)
+    return summary
+
+
 class ImageQualityMetrics(Metric):
-    """Per-image PSNR / SSIM / LPIPS, and those of the blurry input, accumulated over a test set.
+    """Per-image PSNR / SSIM / MAE / LPIPS, and those of the blurry input, accumulated over a test set.
 
     ``update(pred, target, names, blurry=None)`` scores a batch; ``per_image()``
-    lists one dict per image (``name``, ``psnr``, ``ssim``, ``lpips``,
-    ``input_psnr``, ``input_ssim``; ``None`` where not computed);
-    ``summary()`` gives the means over images and ``count``. ``lpips`` is
-    ``None`` when LPIPS is ``off`` or unavailable (see :func:`get_lpips_model`);
-    the blurry input's LPIPS is not computed.
+    lists one dict per image (``name`` and each of :data:`METRIC_KEYS`;
+    ``None`` where not computed); ``summary()`` gives the means over images
+    and ``count``. ``lpips`` is ``None`` when LPIPS is ``off`` or unavailable
+    (see :func:`get_lpips_model`); the blurry input's LPIPS is not computed.
+    ``psnr16`` (and ``input_psnr16``), the PSNR without 8-bit rounding, is
+    computed only when asked for.
 
     A torchmetrics ``Metric``: it follows its module's device. Under DDP,
     ``summary()`` and ``per_image()`` gather the images of all processes and
@@ -45,10 +70,13 @@ class ImageQualityMetrics(Metric):
         lpips: str = "auto",
         score_crop: Sequence[int] | None = None,
         download: bool = True,
+        psnr16: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.lpips_mode = check_lpips_mode(lpips)
+        # not ``self.psnr16``: that name is the state holding the scores
+        self.with_psnr16 = bool(psnr16)
         self.score_crop = None if score_crop is None else tuple(int(c) for c in score_crop)
         self.download = download
         for key in METRIC_KEYS:
@@ -72,13 +100,8 @@ class ImageQualityMetrics(Metric):
             raise ValueError(f"{len(names)} names for a batch of {count} images")
         crop = self.score_crop
         nan = torch.full((count,), float("nan"), dtype=torch.float64, device=pred.device)
-        values = {
-            "psnr": psnr(pred, target, crop=crop),
-            "ssim": ssim(pred, target, crop=crop),
-            "lpips": nan,
-            "input_psnr": nan,
-            "input_ssim": nan,
-        }
+        values = dict.fromkeys(METRIC_KEYS, nan)
+        values.update(self._scores(pred, target, ""))
         distance = lpips_distance(
             pred, target, crop=crop, mode=self.lpips_mode, download=self.download
         )
@@ -86,11 +109,24 @@ class ImageQualityMetrics(Metric):
             values["lpips"] = distance
         if blurry is not None:
             check_pair(blurry, target)
-            values["input_psnr"] = psnr(blurry, target, crop=crop)
-            values["input_ssim"] = ssim(blurry, target, crop=crop)
+            values.update(self._scores(blurry, target, "input_"))
         for key, value in values.items():
             getattr(self, key).append(value.to(device=self.device, dtype=torch.float64))
         self.names.extend(names)
+
+    def _scores(
+        self, image: torch.Tensor, target: torch.Tensor, prefix: str
+    ) -> dict[str, torch.Tensor]:
+        """The scores every image gets (LPIPS aside), keyed ``prefix + metric``."""
+        crop = self.score_crop
+        scores = {
+            "psnr": psnr(image, target, crop=crop),
+            "ssim": ssim(image, target, crop=crop),
+            "mae": mae(image, target, crop=crop),
+        }
+        if self.with_psnr16:
+            scores["psnr16"] = psnr_full_precision(image, target, crop=crop)
+        return {prefix + key: value for key, value in scores.items()}
 
     def _values(self, key: str) -> torch.Tensor:
         state = getattr(self, key)
@@ -118,15 +154,9 @@ class ImageQualityMetrics(Metric):
             }
             summary["count"] = int(result["count"])
             return summary
-        rows = self.per_image()
-        summary = {}
-        for key in METRIC_KEYS:
-            values = [row[key] for row in rows if row[key] is not None]
-            summary[key] = math.fsum(values) / len(values) if values else None
-        summary["count"] = len(rows)
-        return summary
+        return summarize_rows(self.per_image())
 
-    def per_image(self) -> list[dict[str, float | str | None]]:
+    def per_image(self) -> list[Row]:
         """One dict per image, in the order of ``update`` calls (under DDP: all processes'
         images, repeats dropped, in the order of the shards)."""
         rows = self._local_rows()
@@ -134,11 +164,11 @@ class ImageQualityMetrics(Metric):
             return rows
         return drop_sampler_repeats(gather_shards(rows))
 
-    def _local_rows(self) -> list[dict[str, float | str | None]]:
+    def _local_rows(self) -> list[Row]:
         columns = {key: self._values(key).tolist() for key in METRIC_KEYS}
         rows = []
         for i, name in enumerate(self.names):
-            row: dict[str, float | str | None] = {"name": name}
+            row: Row = {"name": name}
             for key in METRIC_KEYS:
                 value = columns[key][i]
                 row[key] = None if math.isnan(value) else value

@@ -1,4 +1,4 @@
-"""PSNR and SSIM under the paper's evaluation protocol.
+"""PSNR, SSIM and MAE under the paper's evaluation protocol.
 
 * PSNR: the prediction is clipped to [0, 1], both images are rounded to 8-bit
   levels (``round(255 x)``), the MSE is taken over all pixels and channels of
@@ -6,6 +6,10 @@
 * SSIM: Gaussian window 11x11, sigma 1.5, K1 = 0.01, K2 = 0.03, data range 255
   on the same 8-bit images, valid region only (no padding), mean over the map
   and the channels (the MATLAB / BasicSR value).
+* MAE: mean absolute difference over all pixels and channels of the same
+  8-bit images, on the [0, 1] scale (the Restormer / IFAN value).
+* 16-bit PSNR (optional): PSNR of the clipped full-precision images, peak 1,
+  for test sets read at 16 bits.
 * RTF images are scored on rows and columns 4..363 (:data:`RTF_SCORE_CROP`).
 
 Scores are computed on the images as given: crop any padding away first.
@@ -56,17 +60,21 @@ def apply_score_crop(img: torch.Tensor, crop: tuple[int, int] | None) -> torch.T
 
 
 def _prepare(
-    pred: torch.Tensor, target: torch.Tensor, crop: tuple[int, int] | None, quantize: bool
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    crop: tuple[int, int] | None,
+    quantize: bool,
+    peak: float = PEAK,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Crop, quantise to 8-bit levels (or just scale to [0, 255]) and promote to float64."""
+    """Crop, quantise to 8-bit levels (or just scale to [0, ``peak``]) and promote to float64
+    (float32 on MPS, which has no float64)."""
     check_pair(pred, target)
     pred, target = apply_score_crop(pred, crop), apply_score_crop(target, crop)
-    if quantize:
-        pred, target = quantize_8bit(pred), quantize_8bit(target)
-    else:
-        pred, target = pred * PEAK, target * PEAK
     dtype = torch.float32 if pred.device.type == "mps" else torch.float64
-    return pred.to(dtype), target.to(dtype)
+    if quantize:
+        return quantize_8bit(pred).to(dtype), quantize_8bit(target).to(dtype)
+    # promoted before scaling, so that full-precision (16-bit) differences stay exact
+    return pred.to(dtype) * peak, target.to(dtype) * peak
 
 
 @torch.no_grad()
@@ -115,3 +123,34 @@ def ssim(
         pred, target, SSIM_WINDOW, max_val=PEAK, eps=0.0, padding="valid"
     )
     return ssim_map.flatten(1).mean(dim=1)
+
+
+@torch.no_grad()
+def mae(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    crop: tuple[int, int] | None = None,
+    quantize: bool = True,
+) -> torch.Tensor:
+    """Mean absolute error of each image of a batch on the [0, 1] scale, shape ``(N,)``.
+
+    Computed on the 8-bit rounded images like PSNR (``quantize=False`` skips
+    rounding), over each image's pixels and channels, then divided by 255.
+    """
+    pred, target = _prepare(pred, target, crop, quantize)
+    return (pred - target).abs().flatten(1).mean(dim=1) / PEAK
+
+
+@torch.no_grad()
+def psnr_full_precision(
+    pred: torch.Tensor, target: torch.Tensor, *, crop: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """PSNR in dB of each image of a batch without 8-bit rounding, shape ``(N,)``.
+
+    Both images are clipped to [0, 1] and compared at full precision (float64;
+    float32 on MPS), peak 1: the PSNR of 16-bit test sets as read.
+    """
+    pred, target = _prepare(pred.clamp(0.0, 1.0), target.clamp(0.0, 1.0), crop, False, peak=1.0)
+    mse = (pred - target).square().flatten(1).mean(dim=1)
+    return -10.0 * torch.log10(mse)
