@@ -37,16 +37,15 @@ def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @contextlib.contextmanager
-def _plain_path():
-    """Route inference through the plain (autograd) path instead of the banded one."""
-    from nrknet.models import coefficients, unet
+def _plain_path(model):
+    """Run ``model`` without the acceleration layer (its banded inference path) inside the block."""
+    from nrknet.accel import accelerate
 
-    saved = unet.use_inference_path
-    unet.use_inference_path = coefficients.use_inference_path = lambda x, training=False: False
+    accelerate(model, "off")
     try:
         yield
     finally:
-        unet.use_inference_path = coefficients.use_inference_path = saved
+        accelerate(model, "on")
 
 
 def _autocast(mode: str):
@@ -76,11 +75,12 @@ def _time_cuda(fn, warmup: int, repeats: int) -> list[float]:
 
 def agreement(width: int = 64) -> dict:
     """CPU against GPU (float32, TF32 off), and mixed precision against float32, on the GPU."""
+    from nrknet.accel import accelerate
     from nrknet.models.nrknet import NRKNet
 
     _set_tf32(False)
     torch.manual_seed(0)
-    model = NRKNet(width=width).eval()
+    model = accelerate(NRKNet(width=width).eval(), "on")  # the banded path, as measured before
     x = torch.rand(1, 3, 256, 384)
     sharp = torch.rand(1, 3, 256, 384)
     with torch.inference_mode():
@@ -88,7 +88,7 @@ def agreement(width: int = 64) -> dict:
     gpu = model.cuda()
     with torch.inference_mode():
         gpu_out = gpu(x.cuda())
-        with _plain_path():
+        with _plain_path(gpu):
             gpu_plain = gpu(x.cuda())
         mixed = {}
         for mode in ("bf16", "fp16"):
@@ -112,10 +112,11 @@ def agreement(width: int = 64) -> dict:
 
 
 def inference(height: int, width_px: int, warmup: int, repeats: int, width: int = 64) -> dict:
+    from nrknet.accel import accelerate
     from nrknet.models.nrknet import NRKNet
 
     torch.manual_seed(0)
-    model = NRKNet(width=width).eval().cuda()
+    model = accelerate(NRKNet(width=width).eval().cuda(), "on")  # "banded" cases below
     x = torch.rand(1, 3, height, width_px, device="cuda")
     results = {}
     cases = [(mode, "banded") for mode in INFERENCE_MODES] + [("fp32", "plain"), ("tf32", "plain")]
@@ -128,7 +129,7 @@ def inference(height: int, width_px: int, warmup: int, repeats: int, width: int 
 
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-        with _plain_path() if path == "plain" else contextlib.nullcontext():
+        with _plain_path(model) if path == "plain" else contextlib.nullcontext():
             times = _time_cuda(run, warmup, repeats)
         results[f"{mode}_{path}"] = {
             "median_s": statistics.median(times),

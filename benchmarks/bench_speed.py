@@ -1,9 +1,11 @@
-"""Speed and memory: our inference and training paths against the reference-style computation.
+"""Speed and memory: our accelerated model against the reference-style computation.
 
-Three measurements, each alternating between our model and the reference-style
-path (:mod:`nrknet.models.reference_path`: the same weights evaluated the way
-the reference implementation does, every padding a copy and the 66-channel atom
-stack materialised) in the same run, so the ratios hold on a busy machine too:
+"Ours" is the model with the acceleration layer on (``nrknet.accel``, as
+``accel: auto`` gives on CPU). Three measurements, each alternating between it
+and the reference-style path (:mod:`benchmarks.reference_style`: the same
+weights evaluated the way the reference implementation does, every padding a
+copy and the 66-channel atom stack materialised) in the same run, so the
+ratios hold on a busy machine too:
 
 * CPU inference of one 1280x720 image at full width (6.09 M parameters): wall
   time of the whole process and of the forward pass, CPU time, peak resident
@@ -26,14 +28,19 @@ import time
 
 import torch
 
-from nrknet.models.reference_path import reference_blur
+from nrknet.accel import accelerate
 from nrknet.ops.atoms import RecursiveAtoms
 from nrknet.ops.rkr import RKRBlur
 
 try:
     from benchmarks.common import run_child
+    from benchmarks.reference_style import reference_blur
 except ImportError:  # run as a script from the benchmarks folder
     from common import run_child
+    from reference_style import reference_blur
+
+#: Lets the children import ``benchmarks.reference_style`` from any working directory.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: The reference implementation at full width on a 2-core CPU machine (one run each).
 REFERENCE = {
@@ -46,11 +53,13 @@ REFERENCE = {
 TARGETS = {"inference_s": 0.75, "inference_peak": 0.5, "train_step_s": 0.8, "train_peak": 0.6}
 
 INFERENCE_CHILD = """
-import json, resource, time, torch
+import json, resource, sys, time, torch
+sys.path.insert(0, {root!r})
+from benchmarks.reference_style import reference_forward
+from nrknet.accel import accelerate
 from nrknet.models.nrknet import NRKNet
-from nrknet.models.reference_path import reference_forward
 torch.manual_seed(0)
-model = NRKNet(width={width}).eval()
+model = accelerate(NRKNet(width={width}).eval(), "on" if {ours} else "off")
 x = torch.rand(1, 3, {height}, {width_px})
 start, cpu = time.perf_counter(), time.process_time()
 with torch.inference_mode():
@@ -62,12 +71,14 @@ print(json.dumps({{"forward_s": elapsed, "cpu_s": cpu,
 """
 
 TRAIN_CHILD = """
-import json, resource, statistics, time, torch
+import json, resource, statistics, sys, time, torch
 import torch.nn.functional as F
+sys.path.insert(0, {root!r})
+from benchmarks.reference_style import reference_forward
+from nrknet.accel import accelerate
 from nrknet.models.nrknet import NRKNet
-from nrknet.models.reference_path import reference_forward
 torch.manual_seed(0)
-model = NRKNet(width={width}).train()
+model = accelerate(NRKNet(width={width}).train(), "on" if {ours} else "off", training=True)
 optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 blurry = torch.rand({batch}, 3, {size}, {size})
 sharp = torch.rand({batch}, 3, {size}, {size})
@@ -112,7 +123,9 @@ def _alternate(codes: dict[str, str], repeats: int) -> dict[str, dict]:
 
 def inference(height: int, width_px: int, repeats: int, width: int = 64) -> dict:
     codes = {
-        name: INFERENCE_CHILD.format(width=width, height=height, width_px=width_px, ours=ours)
+        name: INFERENCE_CHILD.format(
+            root=ROOT, width=width, height=height, width_px=width_px, ours=ours
+        )
         for name, ours in (("ours", True), ("reference_path", False))
     }
     result = _alternate(codes, repeats)
@@ -122,7 +135,9 @@ def inference(height: int, width_px: int, repeats: int, width: int = 64) -> dict
 
 def training(batch: int, size: int, steps: int, repeats: int, width: int = 64) -> dict:
     codes = {
-        name: TRAIN_CHILD.format(width=width, batch=batch, size=size, steps=steps, ours=ours)
+        name: TRAIN_CHILD.format(
+            root=ROOT, width=width, batch=batch, size=size, steps=steps, ours=ours
+        )
         for name, ours in (("ours", True), ("reference_path", False))
     }
     result = _alternate(codes, repeats)
@@ -131,9 +146,9 @@ def training(batch: int, size: int, steps: int, repeats: int, width: int = 64) -
 
 
 def rkr_operator(height: int, width_px: int, repeats: int) -> dict:
-    """Our RKR operator against the direct 66-channel form, alternating, median wall time."""
+    """Our (accelerated) RKR operator against the direct 66-channel form, alternating, median wall time."""
     torch.manual_seed(0)
-    op = RKRBlur(RecursiveAtoms(21), mixing="conv1x1")
+    op = accelerate(RKRBlur(RecursiveAtoms(21), mixing="conv1x1"), "on")
     with torch.no_grad():
         op.atoms.logits.normal_(0, 1.5)
     x = torch.rand(1, 3, height, width_px)

@@ -12,7 +12,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import bench_gpu, bench_speed  # noqa: E402
+from benchmarks import bench_data, bench_gpu, bench_speed  # noqa: E402
 
 TOY = {
     "inference": dict(
@@ -65,3 +65,39 @@ def test_gpu_training_throughput_loop_runs_on_cpu(one_thread):
     for precision in bench_gpu.PRECISIONS:
         assert result[precision]["images_per_s"] > 0
         assert result[precision]["steps"] == 1
+
+
+def test_data_benchmark_runs_at_toy_size():
+    result = bench_data.run(size=(40, 56), pairs=2, seconds=0.05, workers=1)
+    for bits in ("8bit", "16bit"):
+        r = result[bits]
+        assert r["none"]["per_worker"] > 0 and r["ram"]["total"] > 0
+        assert r["per_worker_ratio"] == r["ram"]["per_worker"] / r["none"]["per_worker"]
+        assert r["ram"]["cache_gib"] > 0 and "cache_gib" not in r["none"]
+    table = dict(bench_data.rows(result))
+    assert any(label.startswith("16bit per-worker speed-up") for label in table)
+
+
+def test_reference_style_baseline_computes_the_plain_model():
+    """The speed baseline is the same function as the model: outputs and gradients, float64."""
+    from benchmarks.reference_style import reference_forward
+
+    from nrknet.models.nrknet import NRKNet
+
+    torch.manual_seed(6)
+    model = NRKNet(width=8, num_levels=5).double()
+    blurry, sharp = torch.rand(2, 1, 3, 32, 32, dtype=torch.double)
+    out, ref = model(blurry, sharp), reference_forward(model, blurry, sharp)
+    ours, theirs = out.scales + out.reblurred, ref.scales + ref.reblurred
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    weights = [torch.randn_like(t) for t in ours]
+    params = list(model.parameters())
+
+    def projected(outputs):
+        return sum((w * t).sum() for w, t in zip(weights, outputs, strict=True))
+
+    got = torch.autograd.grad(projected(ours), params)
+    expected = torch.autograd.grad(projected(theirs), params)
+    for (name, _), a, b in zip(model.named_parameters(), got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11, msg=name)

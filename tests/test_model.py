@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
 from nrknet.checkpoint import CheckpointError, load_model, save_model
 from nrknet.convert import convert_file, from_official
 from nrknet.convert import main as convert_main
+from nrknet.models.coefficients import PlainCoefficientHead
 from nrknet.models.nrknet import NRKNet, NRKNetOutput, count_parameters
+from nrknet.ops.atoms import RecursiveAtoms
 
 VARIANTS = {
     "default": {},
@@ -155,3 +159,66 @@ def test_load_model_refuses_foreign_checkpoints(tmp_path, parity_fixture):
         load_model(other)
     with pytest.raises(CheckpointError, match="not found"):
         load_model(tmp_path / "missing.ckpt")
+
+
+def test_components_given_as_hydra_configs_rebuild_from_checkpoints(tmp_path):
+    torch.manual_seed(0)
+    model = NRKNet(
+        width=4,
+        num_levels=4,
+        atoms={"_target_": "nrknet.ops.atoms.RecursiveAtoms", "per_channel": False},
+        coefficient_head={"_target_": "nrknet.models.coefficients.PlainCoefficientHead"},
+    )
+    assert model.config["atoms"] == {
+        "_target_": "nrknet.ops.atoms.RecursiveAtoms",
+        "per_channel": False,
+        "_partial_": True,
+    }
+    assert model.atoms.atom_channels == 1 and not model.coefficients.recurrent
+    save_model(model, tmp_path / "m.ckpt")
+    loaded = load_model(tmp_path / "m.ckpt")
+    assert loaded.config == model.config
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(x), model.eval()(x), rtol=0, atol=0)
+
+
+def test_components_given_as_callables_are_recorded_as_hydra_configs():
+    model = NRKNet(width=4, num_levels=4, atoms=functools.partial(RecursiveAtoms, symmetric=False))
+    assert model.config["atoms"] == {
+        "_target_": "nrknet.ops.atoms.RecursiveAtoms",
+        "_partial_": True,
+        "symmetric": False,
+    }
+    assert model.config["coefficient_head"] is None  # the head `recurrent` selects
+    model = NRKNet(width=4, num_levels=4, coefficient_head=PlainCoefficientHead)
+    assert model.config["coefficient_head"] == {
+        "_target_": "nrknet.models.coefficients.PlainCoefficientHead",
+        "_partial_": True,
+    }
+
+
+def two_level_bank(num_levels: int) -> RecursiveAtoms:
+    """An atom factory that ignores the model's number of levels."""
+    return RecursiveAtoms(2)
+
+
+def test_components_that_cannot_be_recorded_or_built_are_refused(tmp_path):
+    for kwargs, message in [
+        ({"atoms": lambda num_levels: RecursiveAtoms(num_levels)}, "atoms: expected a class"),
+        ({"atoms": functools.partial(RecursiveAtoms, 4)}, "atoms: give the arguments"),
+        ({"atoms": {"per_channel": False}}, "atoms: expected a mapping with a _target_"),
+        ({"atoms": {"_target_": "nowhere.Atoms"}}, "atoms: cannot build nowhere.Atoms"),
+        ({"atoms": two_level_bank}, "num_levels=2, expected num_levels=4"),
+        ({"atoms": RecursiveAtoms(4)}, "atoms: expected a name"),
+        ({"coefficient_head": torch.nn.Identity}, "coefficient_head: the factory must build"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            NRKNet(width=4, num_levels=4, **kwargs)
+    ckpt = tmp_path / "moved.ckpt"
+    save_model(NRKNet(width=4, num_levels=4), ckpt)
+    data = torch.load(ckpt, weights_only=False)
+    data["nrknet"]["model_config"]["atoms"] = {"_target_": "nowhere.Atoms", "_partial_": True}
+    torch.save(data, ckpt)
+    with pytest.raises(CheckpointError, match="cannot rebuild the model.*nowhere.Atoms"):
+        load_model(ckpt)

@@ -8,13 +8,13 @@ the network can be rebuilt without Hydra or Lightning.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from nrknet.models.nrknet import NRKNet
+from nrknet.utils.atomic import atomic_open
 
 MODEL_PREFIX = "model."
 
@@ -29,18 +29,8 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     A crash or a full disk leaves either the old file or none, never a
     truncated one that looks complete.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def save_model(model: NRKNet, path: str | os.PathLike, **extra: Any) -> None:
@@ -71,7 +61,10 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
             f"{path} is not an NRKNet checkpoint (no 'nrknet' model config).{hint}"
         )
     config = dict(meta["model_config"])
-    model = NRKNet(**config)
+    try:  # custom components (atoms, coefficient_head) are rebuilt from their Hydra _target_
+        model = NRKNet(**config)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot rebuild the model it describes: {exc}") from exc
     state = {
         k[len(MODEL_PREFIX) :]: v
         for k, v in ckpt["state_dict"].items()

@@ -15,6 +15,7 @@ from nrknet.checkpoint import load_model
 from nrknet.module import NRKNetModule
 from nrknet.reporting import print_run_summary, write_reports
 from nrknet.utils import CONFIG_DIR, clean_errors, instantiate_group
+from nrknet.weights import resolve_checkpoint
 
 log = logging.getLogger("nrknet.eval")
 
@@ -23,14 +24,20 @@ def evaluate(cfg: DictConfig) -> float | None:
     """Returns the mean PSNR over the scored images of the first dataset."""
     if cfg.split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val', got {cfg.split!r}")
+    tta = cfg.get("tta", False)
+    if not isinstance(tta, bool):
+        raise ValueError(f"tta must be true or false, got {tta!r}")
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
     L.seed_everything(cfg.seed, workers=True)
-    net = load_model(cfg.ckpt_path)
+    net = load_model(resolve_checkpoint(cfg.ckpt_path))
     out_dir = Path(cfg.paths.output_dir)
     module = NRKNetModule(
         net,
         lpips=cfg.metrics.lpips,
+        psnr16=cfg.metrics.get("psnr16", False),
         save_images_dir=str(out_dir / "images") if cfg.get("save_images") else None,
+        accel=cfg.get("accel", "auto"),
+        self_ensemble=tta,
     )
     datamodule = instantiate(cfg.data)
     trainer: L.Trainer = instantiate(

@@ -12,8 +12,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from nrknet.metrics import ImageQualityMetrics, is_distributed
+from nrknet.accel import accelerate
+from nrknet.accel import resolve_mode as resolve_accel_mode
+from nrknet.inference.self_ensemble import self_ensemble
+from nrknet.metrics import METRIC_KEYS, ImageQualityMetrics
 from nrknet.models.nrknet import NRKNet
+from nrknet.reporting import result_entries, self_ensemble_name
+from nrknet.utils.distributed import is_distributed
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +36,13 @@ class NRKNetModule(L.LightningModule):
     ``None`` for evaluation only); ``optimizer`` / ``scheduler``: partials
     taking the parameters / the optimizer (Hydra ``_partial_: true``);
     ``gate_lr_scale``: learning-rate multiplier of the model's residual gate, if
-    it has one (the gate is one scalar that must travel from 0 towards 1).
+    it has one (the gate is one scalar that must travel from 0 towards 1);
+    ``accel``: ``auto`` | ``on`` | ``off``, the acceleration layer (:mod:`nrknet.accel`),
+    applied when Lightning sets the module up (``auto``: on for a CPU run);
+    ``self_ensemble``: the test also scores the average over the eight flips and
+    rotations (:mod:`nrknet.inference.self_ensemble`), as a result of its own;
+    ``psnr16``: the test also reports the PSNR without 8-bit rounding (``psnr16``).
+    A test set with scene groups (DPDD's indoor/outdoor) also gets a result per group.
     """
 
     def __init__(
@@ -46,10 +57,16 @@ class NRKNetModule(L.LightningModule):
         lpips: str = "auto",
         save_images_dir: str | None = None,
         gate_lr_scale: float = 1.0,
+        accel: str = "auto",
+        self_ensemble: bool = False,
+        psnr16: bool = False,
     ) -> None:
         super().__init__()
         if not gate_lr_scale > 0:
             raise ValueError(f"module.gate_lr_scale must be positive, got {gate_lr_scale}")
+        if not isinstance(psnr16, bool):  # checked here, not after a whole training run
+            raise ValueError(f"metrics.psnr16 must be true or false, got {psnr16!r}")
+        resolve_accel_mode(accel)
         # Partials stay out of the hyper-parameters so checkpoints load with weights_only=True.
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"], logger=False)
         self.model = net
@@ -58,11 +75,18 @@ class NRKNetModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.val_metrics = ImageQualityMetrics(lpips="off")
         self.test_metrics = nn.ModuleList()
+        self.self_ensemble_metrics = nn.ModuleList()
         self.test_set_names: list[str] = []
+        self.test_scene_groups: list[dict[str, frozenset[str]] | None] = []
         self.test_results: dict[str, dict[str, Any]] = {}
         self.skipped_nonfinite = 0
         self._val_images: list[np.ndarray] = []
         self._val_probe: torch.Tensor | None = None
+
+    def setup(self, stage: str) -> None:
+        # the strategy knows the device before the model moves there; ``auto`` decides by it
+        device = self.trainer.strategy.root_device
+        accelerate(self.model, self.hparams.accel, device=device, training=stage == "fit")
 
     # ------------------------------------------------------------------ inference
     def forward(self, blurry: torch.Tensor) -> torch.Tensor:
@@ -184,18 +208,14 @@ class NRKNetModule(L.LightningModule):
             self.log("val/psnr", summary["psnr"], prog_bar=True, sync_dist=False)
             self.log("val/ssim", summary["ssim"])
             self.log("val/input_psnr", summary["input_psnr"])
+            self.log("val/mae", summary["mae"])
         if self._val_images:
             self._log_figures(self._val_images)
         self._val_images = []
 
     def _log_figures(self, triplets: list[np.ndarray]) -> None:
-        from nrknet.viz import (
-            atom_kernels_figure,
-            coefficient_maps_figure,
-            colorize_defocus,
-            effective_blur_radius,
-            full_scale_coefficients,
-        )
+        from nrknet.analysis.defocus import effective_blur_radius, full_scale_coefficients
+        from nrknet.viz import atom_kernels_figure, coefficient_maps_figure, colorize_defocus
 
         images = {f"val/triplet_{i}": img for i, img in enumerate(triplets)}
         images["val/atoms"] = atom_kernels_figure(self.model.atoms)
@@ -212,17 +232,31 @@ class NRKNetModule(L.LightningModule):
 
     # ------------------------------------------------------------------ test
     def on_test_start(self) -> None:
-        names, crops = test_sets_of(self.trainer)
+        names, crops, self.test_scene_groups = test_sets_of(self.trainer)
         self.test_set_names = names
-        self.test_metrics = nn.ModuleList(
-            ImageQualityMetrics(lpips=self.hparams.lpips, score_crop=crop) for crop in crops
-        ).to(self.device)
+        self.test_metrics = self._new_test_metrics(crops)
+        self.self_ensemble_metrics = self._new_test_metrics(
+            crops if self.hparams.self_ensemble else []
+        )
         self.test_results = {}
+
+    def _new_test_metrics(self, crops: list[tuple[int, int] | None]) -> nn.ModuleList:
+        return nn.ModuleList(
+            ImageQualityMetrics(
+                lpips=self.hparams.lpips, score_crop=crop, psnr16=self.hparams.psnr16
+            )
+            for crop in crops
+        ).to(self.device)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         blurry, sharp = batch["blurry"], batch["sharp"]
         pred = self.model(blurry)
         self.test_metrics[dataloader_idx].update(pred, sharp, batch["name"], blurry=blurry)
+        if self.hparams.self_ensemble:
+            ensembled = self_ensemble(self.model, blurry)
+            self.self_ensemble_metrics[dataloader_idx].update(
+                ensembled, sharp, batch["name"], blurry=blurry
+            )
         if self.hparams.save_images_dir:
             from nrknet.data.io import write_image
 
@@ -232,12 +266,23 @@ class NRKNetModule(L.LightningModule):
                 write_image(folder / f"{Path(str(name)).stem}.png", rgb)
 
     def on_test_epoch_end(self) -> None:
-        for name, metrics in zip(self.test_set_names, self.test_metrics, strict=True):
-            summary = metrics.summary()
-            self.test_results[name] = {"summary": summary, "per_image": metrics.per_image()}
-            for key in ("psnr", "ssim", "lpips", "input_psnr"):
+        for i, name in enumerate(self.test_set_names):
+            groups = self.test_scene_groups[i]
+            self._record_test_result(name, self.test_metrics[i], groups)
+            if self.hparams.self_ensemble:
+                ensembled = self.self_ensemble_metrics[i]
+                self._record_test_result(self_ensemble_name(name), ensembled, groups)
+
+    def _record_test_result(
+        self, name: str, metrics: ImageQualityMetrics, groups: dict[str, frozenset[str]] | None
+    ) -> None:
+        entries = result_entries(name, metrics.summary(), metrics.per_image(), groups)
+        for entry, result in entries.items():
+            self.test_results[entry] = result
+            summary = result["summary"]
+            for key in METRIC_KEYS:  # those computed, per test set and scene group
                 if summary.get(key) is not None:
-                    self.log(f"test/{name}/{key}", summary[key], add_dataloader_idx=False)
+                    self.log(f"test/{entry}/{key}", summary[key], add_dataloader_idx=False)
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -250,11 +295,13 @@ class NRKNetModule(L.LightningModule):
         self.skipped_nonfinite = int(checkpoint.get("nrknet", {}).get("skipped_nonfinite", 0))
 
 
-def test_sets_of(trainer: L.Trainer) -> tuple[list[str], list[tuple[int, int] | None]]:
-    """Names and scoring crops of the test loaders the trainer is running."""
+def test_sets_of(
+    trainer: L.Trainer,
+) -> tuple[list[str], list[tuple[int, int] | None], list[dict[str, frozenset[str]] | None]]:
+    """Names, scoring crops and scene groups of the test loaders the trainer is running."""
     loaders = trainer.test_dataloaders
     if loaders is None:
-        return [], []
+        return [], [], []
     if not isinstance(loaders, list | tuple):
         loaders = [loaders]
     datamodule = getattr(trainer, "datamodule", None)
@@ -266,7 +313,8 @@ def test_sets_of(trainer: L.Trainer) -> tuple[list[str], list[tuple[int, int] | 
     if len(names) != len(loaders):
         names = [f"test_{i}" for i in range(len(loaders))]
     crops = [getattr(loader.dataset, "score_crop", None) for loader in loaders]
-    return names, crops
+    groups = [getattr(loader.dataset, "scene_groups", None) for loader in loaders]
+    return names, crops, groups
 
 
 def log_images(trainer: L.Trainer, images: dict[str, np.ndarray], step: int) -> None:

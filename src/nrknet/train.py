@@ -12,9 +12,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from nrknet.batch_log import for_batch_jobs
 from nrknet.callbacks import AtomicCheckpointIO
 from nrknet.reporting import print_run_summary, write_reports
 from nrknet.utils import CONFIG_DIR, clean_errors, instantiate_group
+from nrknet.utils.atomic import atomic_write_text, remove_stale_temporaries
+from nrknet.weights import resolve_checkpoint
+from nrknet.weights.init import apply_init_from, require_training_state
 
 log = logging.getLogger("nrknet.train")
 
@@ -30,16 +34,15 @@ def resolve_resume_path(cfg: DictConfig) -> str | None:
                 f"ckpt_path=last but there is no {last}; start a new run or give a path"
             )
         return None
-    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
-        raise FileNotFoundError(f"ckpt_path: checkpoint not found: {cfg.ckpt_path}")
-    return cfg.ckpt_path
+    if cfg.ckpt_path is None:
+        return None
+    return require_training_state(resolve_checkpoint(cfg.ckpt_path), setting="ckpt_path")
 
 
 def remove_partial_checkpoints(folder: Path) -> None:
     """Delete temporary files left by a checkpoint write that was killed (complete files are never touched)."""
-    for partial in folder.glob(".*.ckpt.*.tmp"):
-        log.warning("removing the partial checkpoint write %s left by an interrupted run", partial)
-        partial.unlink(missing_ok=True)
+    for partial in remove_stale_temporaries(folder, "*.ckpt"):
+        log.warning("removed the partial checkpoint write %s left by an interrupted run", partial)
 
 
 def build(cfg: DictConfig):
@@ -53,17 +56,47 @@ def build(cfg: DictConfig):
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
     )
+    callbacks, console_settings = for_batch_jobs(instantiate_group(cfg.get("callbacks")))
     trainer: L.Trainer = instantiate(
         cfg.trainer,
-        callbacks=instantiate_group(cfg.get("callbacks")),
+        callbacks=callbacks,
         logger=instantiate_group(cfg.get("logger")) or False,
         plugins=[AtomicCheckpointIO()],
+        **console_settings,
     )
     return datamodule, module, trainer
 
 
+def place_concurrent_job(cfg: DictConfig) -> None:
+    """In a multirun that runs several jobs at once (``hydra/launcher=parallel``), a one-GPU job
+    takes GPU <job number> mod <visible GPUs>, so that the jobs spread over the node."""
+    import multiprocessing
+
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    if not HydraConfig.initialized():
+        return
+    job = HydraConfig.get().job
+    if OmegaConf.select(HydraConfig.get(), "launcher.n_jobs", default=1) == 1:
+        return
+    # The launcher's worker processes make their own start method the default, under which
+    # DataLoader workers fail to start; go back to the platform's.
+    multiprocessing.set_start_method(None, force=True)
+    gpus = torch.cuda.device_count()  # counts without initialising CUDA
+    if cfg.trainer.accelerator in ("gpu", "cuda") and cfg.trainer.devices == 1 and gpus:
+        cfg.trainer.devices = [job.num % gpus]
+    log.info(
+        "concurrent job %s: devices %s, %d torch threads",
+        job.num,
+        cfg.trainer.devices,
+        torch.get_num_threads(),
+    )
+
+
 def train(cfg: DictConfig) -> float | None:
     """Train (and test) as configured; returns the best validation PSNR."""
+    place_concurrent_job(cfg)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
     L.seed_everything(cfg.seed, workers=True)
     datamodule, module, trainer = build(cfg)
@@ -73,6 +106,7 @@ def train(cfg: DictConfig) -> float | None:
     best_psnr = None
     if cfg.get("train", True):
         resume = resolve_resume_path(cfg)
+        apply_init_from(module.model, cfg.get("init_from"), cfg.get("init_strict", True), resume)
         remove_partial_checkpoints(out_dir / "checkpoints")
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     ckpt = trainer.checkpoint_callback
@@ -95,7 +129,7 @@ def train(cfg: DictConfig) -> float | None:
             "skipped_nonfinite": module.skipped_nonfinite,
             "test": {name: r["summary"] for name, r in results.items()},
         }
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         files = write_reports(results, out_dir) if results else {}
         print_run_summary(
             "nrknet-train",

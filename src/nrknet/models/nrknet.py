@@ -1,14 +1,36 @@
-"""NRKNet: a truncated Neumann series of an RKR blur operator, predicted at several scales."""
+"""NRKNet: a truncated Neumann series of an RKR blur operator, predicted at several scales.
+
+The network of Y. Quan, X. Wu and H. Ji, "Neumann Network with Recursive
+Kernels for Single Image Defocus Deblurring", CVPR 2023. Its authors published
+a reference implementation at https://github.com/csZcWu/NRKNet; by default
+this model computes the same function with the same weights (converted by
+``nrknet-convert``).
+
+That agreement is checked against ``tests/fixtures/nrknet_reference_parity_w8.pt``:
+the reference model built at base width 8, with its weights drawn from a
+fixed seed and BatchNorm running statistics set away from the identity, run
+in eval mode by the reference code itself on a small random batch. The file
+keeps the reference's state dict, the inputs and the outputs it computed
+(inference output, training outputs per scale, reblurred sharp images), all
+as BGR tensors, since the reference reads images with OpenCV and never
+converts them.
+
+This module is the paper's computation written plainly; :mod:`nrknet.accel`
+swaps in faster implementations of the same functions where they pay.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from nrknet.models.coefficients import ConvLSTMCoefficientHead, PlainCoefficientHead
+from nrknet.models.components import ComponentSpec, resolve_factory
 from nrknet.models.unet import FeatureUNet
 from nrknet.ops.atoms import ATOM_VARIANTS, build_atoms
 from nrknet.ops.padding import pad_to_multiple, reflect_pad
@@ -83,29 +105,41 @@ def cross_scale_fusion(y: torch.Tensor, last_terms: list[torch.Tensor]) -> torch
     return out
 
 
+def residual_gate(y: torch.Tensor, x: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
+    """``Y + g (X - Y)``: the output residual scaled by the learnable gate ``g`` (``None``: ``X``)."""
+    return x if gate is None else y + gate * (x - y)
+
+
 class NRKNet(nn.Module):
     """Neumann network with recursive kernels (Quan, Wu, Ji, CVPR 2023).
 
     Defaults reproduce the reference implementation (6,094,107 parameters).
     Options cover the paper's ablations:
 
-    * ``atoms``: ``recursive`` | ``non_recursive`` | ``non_separable`` | ``gaussian`` (Table 3)
+    * ``atoms``: ``recursive`` | ``non_recursive`` | ``non_separable`` | ``gaussian`` (Table 3),
+      or a factory of an atom bank of one's own (see ``docs/extending.md``)
     * ``num_levels``: J, atoms besides the identity (J study)
     * ``num_scales``: 2, 3 or 4; the scale ``s`` steps coarser applies ``s + 1`` Neumann steps
     * ``fusion``: ``cross_scale`` (eq. 10) | ``full_expansion`` (eq. 9, all orders at every scale)
     * ``recurrent``: ConvLSTM coefficient head, or a deeper plain U-Net without it (Table 4)
+    * ``coefficient_head``: ``None`` (the head ``recurrent`` selects) or a factory of a head
+      of one's own; ``recurrent`` still sets the U-Net's depth
     * ``mixing``: ``conv1x1`` (reference) | ``sum`` (eq. 11)
     * ``symmetric_atoms`` / ``per_channel_atoms``: the 3-tap atom parameterisation
     * ``residual_gate``: ``X = Y + g (X_net - Y)`` with a learnable ``g`` starting at 0,
       so the untrained network is the identity (for short runs; ``g = 1`` is the reference)
     * ``init``: ``default`` (PyTorch, as the reference) | ``xavier`` (as the paper states)
+
+    A factory is a callable (a class, or a Hydra ``_target_`` with ``_partial_: true``)
+    or the Hydra config itself; atom banks are built as ``factory(num_levels=J)``,
+    heads as ``factory(width=width, num_maps=J + 1)``.
     """
 
     def __init__(
         self,
         width: int = 64,
         num_levels: int = 21,
-        atoms: str = "recursive",
+        atoms: str | ComponentSpec = "recursive",
         num_scales: int = 3,
         fusion: str = "cross_scale",
         recurrent: bool = True,
@@ -115,11 +149,12 @@ class NRKNet(nn.Module):
         residual_gate: bool = False,
         init: str = "default",
         in_channels: int = 3,
+        coefficient_head: ComponentSpec | None = None,
     ) -> None:
         super().__init__()
         if width < 1:
             raise ValueError(f"width must be a positive integer, got {width}")
-        if atoms not in ATOM_VARIANTS:
+        if isinstance(atoms, str) and atoms not in ATOM_VARIANTS:
             raise ValueError(f"unknown atoms {atoms!r}; expected one of {', '.join(ATOM_VARIANTS)}")
         if num_scales not in (1, 2, 3, 4):
             raise ValueError(f"num_scales must be 1, 2, 3 or 4, got {num_scales}")
@@ -133,10 +168,33 @@ class NRKNet(nn.Module):
             )
         if init not in INIT_MODES:
             raise ValueError(f"unknown init {init!r}; expected one of {', '.join(INIT_MODES)}")
+        self.num_scales = num_scales
+        self.fusion = fusion
+        self.num_maps = num_levels + 1
+        # Without the ConvLSTM, a deeper U-Net keeps the size similar (Table 4).
+        self.unet = FeatureUNet(width, in_channels, extra_blocks=0 if recurrent else 1)
+        if coefficient_head is None:
+            head_factory: Callable[..., nn.Module] = (
+                ConvLSTMCoefficientHead if recurrent else PlainCoefficientHead
+            )
+            head_config = None
+        else:
+            head_factory, head_config = resolve_factory("coefficient_head", coefficient_head)
+        self.coefficients = _checked_head(head_factory(width=width, num_maps=self.num_maps))
+        if isinstance(atoms, str):
+            atom_bank = build_atoms(
+                atoms, num_levels, per_channel=per_channel_atoms, symmetric=symmetric_atoms
+            )
+            atoms_config: str | dict[str, Any] = atoms
+        else:
+            atoms_factory, atoms_config = resolve_factory("atoms", atoms)
+            atom_bank = _checked_atoms(atoms_factory(num_levels=num_levels), num_levels)
+        self.blur = RKRBlur(atom_bank, channels=in_channels, mixing=mixing)
+        self.gate = nn.Parameter(torch.zeros(())) if residual_gate else None
         self.config = dict(
             width=width,
             num_levels=num_levels,
-            atoms=atoms,
+            atoms=atoms_config,
             num_scales=num_scales,
             fusion=fusion,
             recurrent=recurrent,
@@ -146,19 +204,8 @@ class NRKNet(nn.Module):
             residual_gate=residual_gate,
             init=init,
             in_channels=in_channels,
+            coefficient_head=head_config,
         )
-        self.num_scales = num_scales
-        self.fusion = fusion
-        self.num_maps = num_levels + 1
-        # Without the ConvLSTM, a deeper U-Net keeps the size similar (Table 4).
-        self.unet = FeatureUNet(width, in_channels, extra_blocks=0 if recurrent else 1)
-        head = ConvLSTMCoefficientHead if recurrent else PlainCoefficientHead
-        self.coefficients = head(width, self.num_maps)
-        atom_bank = build_atoms(
-            atoms, num_levels, per_channel=per_channel_atoms, symmetric=symmetric_atoms
-        )
-        self.blur = RKRBlur(atom_bank, channels=in_channels, mixing=mixing)
-        self.gate = nn.Parameter(torch.zeros(())) if residual_gate else None
         if init == "xavier":
             self._xavier_init()
 
@@ -215,15 +262,14 @@ class NRKNet(nn.Module):
         else:
             output = full_sum
         if sharp is None:
-            return self._gated(blurry, output)
+            return residual_gate(blurry, output, self.gate)
         scales = [
-            self._gated(downsample_nearest(blurry, 2 ** (self.num_scales - 1 - i)), s)
+            residual_gate(downsample_nearest(blurry, 2 ** (self.num_scales - 1 - i)), s, self.gate)
             for i, s in enumerate(running_sums)
         ]
-        return NRKNetOutput(scales=[*scales, self._gated(blurry, output)], reblurred=reblurred)
-
-    def _gated(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return x if self.gate is None else y + self.gate * (x - y)
+        return NRKNetOutput(
+            scales=[*scales, residual_gate(blurry, output, self.gate)], reblurred=reblurred
+        )
 
     def forward(self, blurry: torch.Tensor, sharp: torch.Tensor | None = None):
         """Deblur ``blurry`` (N, 3, H, W), RGB in [0, 1], any H and W.
@@ -260,3 +306,25 @@ class NRKNet(nn.Module):
 def count_parameters(model: nn.Module) -> int:
     """Learnable parameters (BatchNorm running statistics and fixed atoms not counted)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def _checked_atoms(bank: nn.Module, num_levels: int) -> nn.Module:
+    """A user-built atom bank, refused with a clear message when it misses the interface."""
+    if not isinstance(bank, nn.Module) or not hasattr(bank, "levels"):
+        raise ValueError(f"atoms: the factory must build an nn.Module with levels(x), got {bank!r}")
+    if getattr(bank, "num_levels", None) != num_levels:
+        raise ValueError(
+            f"atoms: the bank has num_levels={getattr(bank, 'num_levels', None)}, "
+            f"expected num_levels={num_levels} (the model's setting)"
+        )
+    return bank
+
+
+def _checked_head(head: nn.Module) -> nn.Module:
+    """A coefficient head, refused with a clear message when it misses the interface."""
+    if not isinstance(head, nn.Module) or not hasattr(head, "next_scale_state"):
+        raise ValueError(
+            "coefficient_head: the factory must build an nn.Module with "
+            f"forward(features, state) and next_scale_state(state), got {head!r}"
+        )
+    return head

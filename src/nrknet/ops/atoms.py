@@ -44,7 +44,7 @@ def free_tap_kernel(logits: torch.Tensor) -> torch.Tensor:
 
 
 def _depthwise(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Per-channel convolution of ``x`` (N, C, H, W) with ``kernel`` (C or 1, kh, kw), already padded."""
+    """Per-channel convolution of ``x`` (N, C, H, W), already padded, with ``kernel`` (C or 1, kh, kw)."""
     channels = x.shape[1]
     weight = kernel.unsqueeze(1)
     if weight.shape[0] != channels:
@@ -52,108 +52,17 @@ def _depthwise(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, weight, groups=channels)
 
 
-# --- 3-tap filters along one axis, computed elementwise -------------------------------------
-#
-# A per-channel 3-tap filter of a 3-channel image is too thin for the convolution
-# backends (oneDNN pads 3 channels to a block of 8 and reorders every call), so the
-# recursive atoms use three fused multiply-adds on shifted views instead. The
-# filter is a correlation with reflect padding 1, as ``conv2d(reflect_pad(x), k)``:
-#     y[i] = a x[i-1] + b x[i] + c x[i+1],   x[-1] = x[1],  x[n] = x[n-2].
+def recursive_level(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """One step of the RKR recursion ``A_j T = k_j^T (k_j (A_{j-1} T))`` (paper eqs. 1-5).
 
-
-def _split_taps(taps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``taps`` (C or 1, 3) as three (C or 1, 1, 1) tensors that broadcast over (N, C, H, W)."""
-    t = taps.unsqueeze(-1).unsqueeze(-1)
-    return t[:, 0], t[:, 1], t[:, 2]
-
-
-def _check_length(n: int, dim: int) -> None:
-    if n < 2:
-        raise ValueError(
-            f"a reflect-padded 3-tap filter needs at least 2 pixels along dim {dim}, got {n}"
-        )
-
-
-def tap_filter(
-    x: torch.Tensor, taps: torch.Tensor, dim: int, out: torch.Tensor | None = None
-) -> torch.Tensor:
-    """3-tap correlation of ``x`` (N, C, H, W) along ``dim`` with reflect padding 1.
-
-    ``taps`` is (C or 1, 3). Equals ``conv2d(reflect_pad(x), taps)`` up to rounding.
-    ``out`` (same shape, not overlapping ``x``) receives the result when given.
-    Not differentiable by itself (see :func:`filter_taps` for the autograd version).
+    ``taps`` (C or 1, 3) is the 3-tap kernel ``k_j`` of the level, applied per
+    channel as a correlation, horizontally then vertically, each pass with
+    reflect padding 1, as the reference implementation does.
     """
-    n = x.shape[dim]
-    _check_length(n, dim)
-    a, b, c = _split_taps(taps)
-    out = torch.mul(x, b, out=out) if out is not None else torch.mul(x, b)
-    out.narrow(dim, 1, n - 1).addcmul_(x.narrow(dim, 0, n - 1), a)
-    out.narrow(dim, 0, n - 1).addcmul_(x.narrow(dim, 1, n - 1), c)
-    out.narrow(dim, 0, 1).addcmul_(x.narrow(dim, 1, 1), a)  # x[-1] = x[1]
-    out.narrow(dim, n - 1, 1).addcmul_(x.narrow(dim, n - 2, 1), c)  # x[n] = x[n-2]
-    return out
-
-
-def tap_filter_adjoint(
-    g: torch.Tensor, taps: torch.Tensor, dim: int, out: torch.Tensor | None = None
-) -> torch.Tensor:
-    """The transpose of :func:`tap_filter` (its input gradient), reflect borders included."""
-    n = g.shape[dim]
-    _check_length(n, dim)
-    a, b, c = _split_taps(taps)
-    out = torch.mul(g, b, out=out) if out is not None else torch.mul(g, b)
-    out.narrow(dim, 0, n - 1).addcmul_(g.narrow(dim, 1, n - 1), a)
-    out.narrow(dim, 1, n - 1).addcmul_(g.narrow(dim, 0, n - 1), c)
-    out.narrow(dim, 1, 1).addcmul_(g.narrow(dim, 0, 1), a)
-    out.narrow(dim, n - 2, 1).addcmul_(g.narrow(dim, n - 1, 1), c)
-    return out
-
-
-def tap_filter_taps_grad(g: torch.Tensor, x: torch.Tensor, dim: int, channels: int) -> torch.Tensor:
-    """Gradient of ``sum(g * tap_filter(x, taps, dim))`` with respect to ``taps`` (channels, 3)."""
-    n = x.shape[dim]
-    dims = (0, 2, 3)
-
-    def dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return (u * v).sum(dims)
-
-    side_a = dot(g.narrow(dim, 1, n - 1), x.narrow(dim, 0, n - 1)) + dot(
-        g.narrow(dim, 0, 1), x.narrow(dim, 1, 1)
-    )
-    centre = dot(g, x)
-    side_c = dot(g.narrow(dim, 0, n - 1), x.narrow(dim, 1, n - 1)) + dot(
-        g.narrow(dim, n - 1, 1), x.narrow(dim, n - 2, 1)
-    )
-    grad = torch.stack((side_a, centre, side_c), dim=-1)  # (C, 3)
-    return grad.sum(0, keepdim=True) if channels == 1 else grad
-
-
-class _TapFilter(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, taps: torch.Tensor, dim: int) -> torch.Tensor:
-        ctx.save_for_backward(x, taps)
-        ctx.dim = dim
-        return tap_filter(x, taps, dim)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor):
-        x, taps = ctx.saved_tensors
-        grad = grad.contiguous()
-        grad_x = tap_filter_adjoint(grad, taps, ctx.dim) if ctx.needs_input_grad[0] else None
-        grad_taps = (
-            tap_filter_taps_grad(grad, x, ctx.dim, taps.shape[0])
-            if ctx.needs_input_grad[1]
-            else None
-        )
-        return grad_x, grad_taps, None
-
-
-def filter_taps(x: torch.Tensor, taps: torch.Tensor, dim: int) -> torch.Tensor:
-    """Differentiable :func:`tap_filter` (``x`` and ``taps`` both get gradients)."""
-    if torch.is_grad_enabled() and (x.requires_grad or taps.requires_grad):
-        return _TapFilter.apply(x.contiguous(), taps, dim)
-    return tap_filter(x.contiguous(), taps, dim)
+    channels = x.shape[1]
+    taps = taps.to(x.dtype).expand(channels, 3)
+    horizontal = _depthwise(F.pad(x, (1, 1, 0, 0), mode="reflect"), taps.reshape(channels, 1, 3))
+    return _depthwise(F.pad(horizontal, (0, 0, 1, 1), mode="reflect"), taps.reshape(channels, 3, 1))
 
 
 class RecursiveAtoms(nn.Module):
@@ -196,39 +105,21 @@ class RecursiveAtoms(nn.Module):
         taps = self.tap_kernels()
         yield x
         for j in range(self.num_levels):
-            x = self.apply_level(x, taps[j])
+            x = recursive_level(x, taps[j])
             yield x
 
-    @staticmethod
-    def apply_level(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-        """One recursion step: horizontal then vertical 3-tap filter ``taps`` (C or 1, 3), reflect padding 1."""
-        return filter_taps(filter_taps(x, taps, -1), taps, -2)
-
     def effective_kernels(self) -> torch.Tensor:
-        size = 2 * self.max_radius + 1
-        taps = self.tap_kernels()
-        delta = taps.new_zeros(1, self.atom_channels, size, size)
-        delta[..., self.max_radius, self.max_radius] = 1.0
-        kernels = [delta]
-        current = delta
-        # conv2d correlates; composing correlations is a true convolution, hence the flip.
-        taps = taps.flip(-1)
-        for j in range(self.num_levels):
-            # Zero padding: the support never reaches the canvas border.
-            current = F.conv2d(
-                current,
-                taps[j].reshape(-1, 1, 1, 3).expand(self.atom_channels, -1, -1, -1),
-                padding=(0, 1),
-                groups=self.atom_channels,
-            )
-            current = F.conv2d(
-                current,
-                taps[j].reshape(-1, 1, 3, 1).expand(self.atom_channels, -1, -1, -1),
-                padding=(1, 0),
-                groups=self.atom_channels,
-            )
-            kernels.append(current)
-        return torch.cat(kernels, dim=0)
+        """The levels as 2-D correlation kernels: the recursion's response to a unit impulse.
+
+        The impulse sits in a canvas one pixel wider than the largest support on
+        each side, so no reflected value ever reaches the support; the response
+        of a correlation is its kernel mirrored, hence the flip.
+        """
+        radius = self.max_radius
+        impulse = self.logits.new_zeros(1, self.atom_channels, 2 * radius + 3, 2 * radius + 3)
+        impulse[..., radius + 1, radius + 1] = 1.0
+        responses = torch.cat(list(self.levels(impulse)), dim=0)[..., 1:-1, 1:-1]
+        return responses.flip(-1, -2)
 
 
 def gaussian_bank_radii(num_levels: int) -> list[int]:
@@ -339,12 +230,9 @@ __all__ = [
     "RecursiveAtoms",
     "atom_support",
     "build_atoms",
-    "filter_taps",
     "free_tap_kernel",
     "gaussian_bank",
     "gaussian_bank_radii",
+    "recursive_level",
     "symmetric_tap_kernel",
-    "tap_filter",
-    "tap_filter_adjoint",
-    "tap_filter_taps_grad",
 ]

@@ -1,13 +1,13 @@
-"""A plain evaluation of NRKNet's weights, computed the way the reference implementation does.
+"""NRKNet's weights evaluated the way the reference implementation computes them: the speed baseline.
 
 Every reflect padding is a copy (``F.pad`` before each convolution, and before
 each 1-D pass of the atoms), the atom stack is materialised as ``3 (J + 1)``
 channels with ``torch.cat``, the coefficient maps are repeated for the three
 colour channels and mixed by the 1x1 convolution, all in NCHW with autograd
-keeping whatever it needs. It shares the parameters of an :class:`NRKNet`, so
-it serves two purposes: the baseline of the speed and memory benchmarks, and
-an independent check that the fast inference and training paths compute the
-same function (and gradients) as this direct form.
+keeping whatever it needs. It shares the parameters of an :class:`NRKNet`;
+``bench_speed`` measures the accelerated model against it, and
+``tests/test_benchmarks.py`` checks that both compute the same function and
+gradients.
 
 Supported: recursive atoms (any tap parameterisation), both coefficient heads,
 ``conv1x1`` and ``sum`` mixing, cross-scale fusion, any number of scales, the
