@@ -61,7 +61,7 @@ def test_experiment_runs_one_training_step(compose_train, experiment, tmp_path, 
 
 def test_mixed_precision_training_step(compose_train, tmp_path, synthetic_data_dir):
     """``trainer.precision=bf16-mixed`` runs the whole model (RKR kept in float32). On a CPU
-    Lightning turns 16-mixed into bf16-mixed; float16 autocast is tested in test_speed_paths."""
+    Lightning turns 16-mixed into bf16-mixed; float16 autocast is tested in test_accel."""
     overrides = [
         "experiment=quickstart",
         *tiny_overrides(synthetic_data_dir, tmp_path),
