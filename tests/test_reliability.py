@@ -22,24 +22,40 @@ pytestmark = pytest.mark.slow
 
 # Runs nrknet-train; with NRKNET_TEST_SLOW_SAVE=k the (k+1)-th checkpoint write stalls half-way
 # (after touching NRKNET_TEST_MARKER), so the test can kill the process while a file is being written.
+# With NRKNET_TEST_STOP_AT_STEP=s the write of last.ckpt at global step s stalls instead: half-way
+# (NRKNET_TEST_STOP=during) or before it starts (NRKNET_TEST_STOP=before, last.ckpt still complete).
 CHILD = r"""
 import io, os, sys, time
+from pathlib import Path
 import torch
-slow_after = os.environ.get("NRKNET_TEST_SLOW_SAVE")
-if slow_after is not None:
-    real_save, calls = torch.save, [0]
-    def stalling_save(obj, f, *args, **kwargs):
-        calls[0] += 1
-        if calls[0] <= int(slow_after) or not hasattr(f, "write"):
-            return real_save(obj, f, *args, **kwargs)
-        buf = io.BytesIO()
-        real_save(obj, buf, *args, **kwargs)
-        data = buf.getvalue()
-        f.write(data[: len(data) // 2]); f.flush()
-        open(os.environ["NRKNET_TEST_MARKER"], "w").close()
-        time.sleep(120)
-        f.write(data[len(data) // 2 :])
-    torch.save = stalling_save
+real_save, calls, stall_next = torch.save, [0], [False]
+def signal_and_wait():
+    open(os.environ["NRKNET_TEST_MARKER"], "w").close()
+    time.sleep(120)
+def stalling_save(obj, f, *args, **kwargs):
+    calls[0] += 1
+    slow_after = os.environ.get("NRKNET_TEST_SLOW_SAVE")
+    stall = stall_next[0] or (slow_after is not None and calls[0] > int(slow_after))
+    if not stall or not hasattr(f, "write"):
+        return real_save(obj, f, *args, **kwargs)
+    buf = io.BytesIO()
+    real_save(obj, buf, *args, **kwargs)
+    data = buf.getvalue()
+    f.write(data[: len(data) // 2]); f.flush()
+    signal_and_wait()
+    f.write(data[len(data) // 2 :])
+torch.save = stalling_save
+stop_step = os.environ.get("NRKNET_TEST_STOP_AT_STEP")
+if stop_step is not None:
+    import nrknet.callbacks as callbacks
+    real_atomic_save = callbacks.atomic_torch_save
+    def stopping_save(obj, path):
+        if Path(path).name == "last.ckpt" and obj.get("global_step") == int(stop_step):
+            if os.environ["NRKNET_TEST_STOP"] == "before":
+                signal_and_wait()
+            stall_next[0] = True
+        real_atomic_save(obj, path)
+    callbacks.atomic_torch_save = stopping_save
 sys.argv = ["nrknet-train", *sys.argv[1:]]
 from nrknet.train import main
 main()

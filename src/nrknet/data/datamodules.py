@@ -5,7 +5,9 @@ Common arguments: ``root``, ``batch_size``, ``crop_size``, ``num_workers``,
 ``cache``.
 
 * Training: random crops of ``crop_size`` with the same flips and 90-degree
-  rotation for both images of a pair, shuffled, ``drop_last=False``.
+  rotation for both images of a pair, shuffled, ``drop_last=False``; order
+  and augmentation follow from (seed, epoch, position) and the loader's
+  position is saved in checkpoints (:mod:`nrknet.data.resumable`).
   ``cache="ram"``: decoded once in :meth:`setup` (per process) into shared
   memory all loader workers read (:mod:`nrknet.data.cache`).
 * Validation: whole images of the validation split only (DPDD ``val_c``; for
@@ -44,6 +46,8 @@ from nrknet.data.layouts import (
     scan_lfdof,
     split_lfdof_scenes,
 )
+from nrknet.data.resumable import resumable_loader, run_seed
+from nrknet.data.scene_groups import dpdd_scene_groups
 from nrknet.data.synthetic import SynthSettings, generate_dataset, is_complete_dataset
 
 __all__ = [
@@ -231,7 +235,18 @@ class DefocusDataModule(LightningDataModule):
         if self.train_dataset is None:
             self.setup("fit")
         assert self.train_dataset is not None
-        return self._loader(self.train_dataset, self.batch_size, shuffle=True)
+        trainer = self.trainer
+        # A resumed run starts at the epoch its loop state says (later epochs come with set_epoch).
+        return resumable_loader(
+            self.train_dataset,
+            self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            seed=run_seed(),
+            epoch=trainer.fit_loop.epoch_progress.current.processed if trainer else 0,
+            num_replicas=trainer.world_size if trainer else 1,
+            rank=trainer.global_rank if trainer else 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
         if not self.has_training_data:
@@ -260,10 +275,22 @@ class DefocusDataModule(LightningDataModule):
 
 
 class DPDDDataModule(DefocusDataModule):
-    """DPDD (Canon dual-pixel defocus, ``train_c``/``val_c``/``test_c``); test set name ``dpdd``."""
+    """DPDD (Canon dual-pixel defocus, ``train_c``/``val_c``/``test_c``); test set name ``dpdd``.
+
+    ``scene_groups``: group name -> list file of test images, scored as results
+    of their own; by default DPDD's indoor/outdoor label files when they are in
+    the root (see :mod:`nrknet.data.scene_groups`).
+    """
 
     dataset_name = "DPDD"
     test_name = "dpdd"
+    looks_for_scene_labels = True
+
+    def __init__(
+        self, root: str | os.PathLike, scene_groups: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(root, **kwargs)
+        self.scene_groups = scene_groups
 
     def _train_pairs(self) -> list[Pair]:
         return scan_dpdd(self.root, "train")
@@ -272,11 +299,14 @@ class DPDDDataModule(DefocusDataModule):
         return scan_dpdd(self.root, "val")
 
     def _own_test_dataset(self) -> PairedImageDataset:
-        return PairedImageDataset(
-            scan_dpdd(self.root, "test"),
-            on_bad_image=self.on_bad_image,
-            check_files=self.check_files,
+        pairs = scan_dpdd(self.root, "test")
+        # label files are checked before the images are probed: a bad list fails fast
+        groups = dpdd_scene_groups(self.root, pairs, self.scene_groups, self.looks_for_scene_labels)
+        dataset = PairedImageDataset(
+            pairs, on_bad_image=self.on_bad_image, check_files=self.check_files
         )
+        dataset.scene_groups = groups
+        return dataset
 
 
 class LFDOFDataModule(DefocusDataModule):
@@ -400,6 +430,8 @@ class SyntheticDataModule(DPDDDataModule):
 
     dataset_name = "synthetic"
     test_name = "synthetic"
+    # rendered sets have no label files (data.scene_groups still applies)
+    looks_for_scene_labels = False
 
     def __init__(
         self,

@@ -20,6 +20,11 @@ DataLoader worker).
 ``cache="ram"`` decodes every image once into shared memory (see
 :mod:`nrknet.data.cache`); crops, flips and values are then the same as when
 decoding from disk with the same random numbers.
+
+Random numbers: ``dataset[i]`` augments with the global torch RNG;
+``dataset[SampleKey(i, seed)]`` (what the training sampler of
+:mod:`nrknet.data.resumable` yields) with a generator seeded from ``seed``, so
+the item is the same in any process and after any resumption.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from nrknet.data.layouts import (
     scan_rtf,
     split_lfdof_scenes,
 )
+from nrknet.data.resumable import SampleKey
 
 __all__ = [
     "RTF_SCORE_CROP",
@@ -121,8 +127,8 @@ def paired_crop(
 
     Images smaller than ``size`` are reflection-padded (centred) first, unless
     ``pad_if_smaller`` is false, in which case :class:`NRKNetDataError` is
-    raised naming ``name`` and both sizes. Random offsets come from the torch
-    RNG, so ``seed_everything`` and DataLoader worker seeding reproduce them.
+    raised naming ``name`` and both sizes. Random offsets come from
+    ``generator`` (default: the global torch RNG).
     """
     h, w = size
     ih, iw = images[0].shape[:2]
@@ -300,7 +306,7 @@ class PairedImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def _load(self, index: int) -> dict[str, Any]:
+    def _load(self, index: int, generator: torch.Generator | None) -> dict[str, Any]:
         b_path, s_path, name = self.pairs[index]
         blurry, sharp = self._read_pair(b_path, s_path)
         if blurry.shape != sharp.shape:
@@ -316,21 +322,25 @@ class PairedImageDataset(Dataset):
                 random=self.augment,
                 pad_if_smaller=self.pad_if_smaller,
                 name=str(b_path),
+                generator=generator,
             )
         if self.augment:
-            flips = _draw_flips()
+            flips = _draw_flips(generator)
             blurry, sharp = _flip_view(blurry, *flips), _flip_view(sharp, *flips)
         # Cached integers are converted only now, and only the crop.
         to_chw = _to_tensor if self.cache is None else unit_float_tensor
         return {"blurry": to_chw(blurry), "sharp": to_chw(sharp), "name": name}
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | SampleKey) -> dict[str, Any]:
+        index, generator = key, None
+        if isinstance(key, SampleKey):
+            index, generator = key.index, torch.Generator().manual_seed(key.augment_seed)
         if self.on_bad_image == "raise":
-            return self._load(index)
+            return self._load(index, generator)
         for attempt in range(len(self.pairs)):
             i = (index + attempt) % len(self.pairs)
             try:
-                return self._load(i)
+                return self._load(i, generator)
             except ImageReadError as exc:
                 self._skip(str(exc.path), exc.reason)
         raise NRKNetDataError("every image pair of the dataset is unreadable")
