@@ -1,0 +1,86 @@
+"""The DataModule of the rendered synthetic set (rendered on first use)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from nrknet.data.datamodules.benchmarks import DPDDDataModule
+from nrknet.data.synthetic import SynthSettings, generate_dataset, is_complete_dataset
+
+
+class SyntheticDataModule(DPDDDataModule):
+    """Synthetic defocus pairs rendered on first use (see :mod:`nrknet.data.synthetic`).
+
+    :meth:`prepare_data` generates the set under ``root`` (with a progress
+    bar) unless a complete set with the same settings is already there, in
+    which case it is reused; a set generated with other settings is replaced.
+    The files are then read through the same DPDD-layout loader as real data.
+    Test set name ``synthetic``. ``crop_size`` larger than ``size`` is reduced
+    to ``size`` (whole images).
+    """
+
+    dataset_name = "synthetic"
+    test_name = "synthetic"
+    # rendered sets have no label files (data.scene_groups still applies)
+    looks_for_scene_labels = False
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        num_train: int = 64,
+        num_val: int = 8,
+        num_test: int = 16,
+        size: int = 256,
+        seed: int = 0,
+        max_coc: float | None = None,
+        bit_depth: int = 8,
+        noise: float = 0.0,
+        read_noise: float = 0.0,
+        num_layers: int = 16,
+        generation_workers: int = 1,
+        progress: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(root, **kwargs)
+        self.settings = SynthSettings(
+            num_train=num_train,
+            num_val=num_val,
+            num_test=num_test,
+            size=size,
+            seed=seed,
+            max_coc=max_coc,
+            bit_depth=bit_depth,
+            noise=noise,
+            read_noise=read_noise,
+            num_layers=num_layers,
+        ).resolved()
+        if self.crop_size is not None and self.crop_size > self.settings.size:
+            self.crop_size = self.settings.size
+        self.generation_workers = int(generation_workers)
+        self.progress = bool(progress)
+
+    def is_prepared(self) -> bool:
+        return is_complete_dataset(self.root, self.settings)
+
+    def prepare_data(self) -> None:
+        generate_dataset(
+            self.root,
+            num_train=self.settings.num_train,
+            num_val=self.settings.num_val,
+            num_test=self.settings.num_test,
+            size=self.settings.size,
+            seed=self.settings.seed,
+            max_coc=self.settings.max_coc,
+            bit_depth=self.settings.bit_depth,
+            noise=self.settings.noise,
+            read_noise=self.settings.read_noise,
+            num_layers=self.settings.num_layers,
+            workers=self.generation_workers,
+            progress=self.progress,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.is_prepared():
+            self.prepare_data()
+        super().setup(stage)
