@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks in one run, for a machine with a CUDA device and PyTorch but without this
-# project's other dependencies: wheels in .whl/ (kornia, hydra-core, omegaconf, antlr4)
-# are installed to /tmp/site. Writes to $OUT (or benchmarks/results).
+# project's other dependencies: wheels in .whl/ (kornia, kornia_rs, hydra-core, omegaconf,
+# antlr4, torchdata, psutil, joblib, hydra-joblib-launcher) are installed to /tmp/site.
+# Writes to $OUT (or benchmarks/results). Each part can be skipped with SKIP_<PART>=1.
 set -uo pipefail
 OUT=${OUT:-benchmarks/results}
 if compgen -G ".whl/*.whl" >/dev/null; then
@@ -22,3 +23,5 @@ cp benchmarks/results/gpu.json "$OUT/" 2>/dev/null
   2>&1 | tail -25 | tee "$OUT/train_gpu.log"
 # nrknet-predict on a 24 MP 16-bit image: float32, --half, --batch 4
 [ -n "${SKIP_PREDICT:-}" ] || timeout 240 python3 benchmarks/device_predict.py "$OUT/predict_gpu.json"
+# concurrent sweep jobs on one GPU: aggregate images/s of a study with 1, 2, 4 and 8 jobs at once
+[ -n "${SKIP_SWEEP:-}" ] || timeout 300 python3 benchmarks/bench_sweep.py --size gpu 2>&1 | tail -60 | tee "$OUT/sweep_gpu.log"
