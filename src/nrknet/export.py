@@ -4,7 +4,15 @@ The plain PyTorch model is exported (never the accelerated one). The network
 needs sizes that are multiples of its ``size_multiple`` (16 at three scales);
 the exported graph pads the input by reflection and crops the output itself,
 with pad sizes computed from the input's shape inside the graph, so one file
-serves every size of at least ``2 * size_multiple`` pixels a side.
+serves every size of at least :func:`minimum_size` pixels a side
+(``size_multiple + 1``, 17 at three scales, for the recursive atoms).
+
+Every atom bank exports. The independent banks (``non_recursive``,
+``non_separable``, ``gaussian``) reflect-pad each level by its radius in one
+step only where the coarsest scale is wider than the largest radius (several
+mirror steps otherwise, a count the graph cannot vary), so their graphs are
+traced at, and valid from, a larger size: 33 px for ``gaussian``, 81 px for
+the 20-level ``non_recursive`` and ``non_separable`` at three scales.
 """
 
 from __future__ import annotations
@@ -13,6 +21,8 @@ import argparse
 import os
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -21,6 +31,8 @@ from torch import nn
 
 from nrknet.checkpoint import CheckpointError, load_model
 from nrknet.models.nrknet import NRKNet
+from nrknet.ops.atoms import IndependentAtoms
+from nrknet.ops.padding import reflect_pad
 from nrknet.utils.atomic import atomic_path
 
 INPUT_NAME, OUTPUT_NAME = "blurry", "sharp"
@@ -48,19 +60,78 @@ class PaddedForExport(nn.Module):
         return self.model(padded)[..., :height, :width]
 
 
+def minimum_size(model: NRKNet) -> int:
+    """Smallest height and width the exported graph of ``model`` serves.
+
+    The graph pads an input of ``n`` pixels to the next multiple of
+    ``size_multiple`` (m); the coarsest U-Net level needs that to be at least
+    ``2 m``, so ``n > m`` (17 px at three scales). An independent atom of
+    radius r reflect-pads by r in one step, which needs more than r pixels at
+    the coarsest scale: a padded size of ``2 ** (num_scales - 1) * (r + 1)``
+    or more, rounded up to a multiple of m.
+    """
+    multiple = model.size_multiple
+    padded = 2 * multiple
+    if isinstance(model.atoms, IndependentAtoms):
+        needed = 2 ** (model.num_scales - 1) * (model.atoms.max_radius + 1)
+        padded = max(padded, -(-needed // multiple) * multiple)
+    # every input above ``padded - multiple`` pixels is padded up to ``padded`` or more
+    return padded - multiple + 1
+
+
+@contextmanager
+def _static_channel_atoms(model: NRKNet, channels: int) -> Iterator[None]:
+    """Independent atom levels with the channel count fixed while tracing.
+
+    The bank expands each shared atom to the image's channel count read from the
+    image (``x.shape[1]``); traced, that count becomes a graph value and ONNX
+    loses the convolution kernel's shape. The same levels, with ``channels`` a
+    constant, export; the test compares them with the untouched model.
+    """
+    atoms = model.atoms
+    if not isinstance(atoms, IndependentAtoms):
+        yield
+        return
+
+    def levels(x: torch.Tensor) -> Iterator[torch.Tensor]:
+        yield x
+        for j, radius in enumerate(atoms.radii):
+            size = 2 * radius + 1
+            weight = atoms.atom(j).to(x.dtype).view(1, 1, size, size)
+            weight = weight.expand(channels, 1, size, size)
+            yield F.conv2d(reflect_pad(x, (radius,) * 4), weight, groups=channels)
+
+    atoms.levels = levels
+    try:
+        yield
+    finally:
+        del atoms.levels
+
+
 def export_onnx(
     model: NRKNet,
     path: str | os.PathLike,
     sample_size: tuple[int, int] = (64, 64),
     opset: int = DEFAULT_OPSET,
 ) -> Path:
-    """Write ``model`` (eval mode, CPU, float32) to ``path`` with dynamic batch, height and width."""
+    """Write ``model`` (eval mode, CPU, float32) to ``path`` with dynamic batch, height and width.
+
+    The graph serves heights and widths of at least :func:`minimum_size`; the
+    traced sample is enlarged to that size where ``sample_size`` is smaller.
+    """
     path = Path(path)
     model = model.eval().cpu().float()
     wrapper = PaddedForExport(model).eval()
-    sample = torch.rand(1, model.config["in_channels"], *sample_size)
+    channels = model.config["in_channels"]
+    smallest = minimum_size(model)
+    sample = torch.rand(1, channels, *(max(side, smallest) for side in sample_size))
     dynamic = {0: "batch", 2: "height", 3: "width"}
-    with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+    with (
+        atomic_path(path) as tmp,
+        torch.no_grad(),
+        warnings.catch_warnings(),
+        _static_channel_atoms(model, channels),
+    ):
         # The tracer warns about every size it reads; the wrapper above keeps those that matter
         # symbolic, and the test compares sizes the sample did not have.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -115,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(
         f"wrote {args.output}: NRKNet width {model.config['width']}, input '{INPUT_NAME}' "
-        f"(N, 3, H, W) RGB in [0, 1], H and W >= {2 * model.size_multiple}"
+        f"(N, 3, H, W) RGB in [0, 1], H and W >= {minimum_size(model)}"
     )
     return 0
 
