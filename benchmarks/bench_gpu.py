@@ -11,19 +11,36 @@ Skipped (with a note in the JSON) where no CUDA device is present. On a CUDA dev
   both the banded inference path and the plain path (the one autograd uses);
 * training throughput through Lightning (``NRKNetModule``, the paper's loss,
   Adam) at 256x256 crops with ``precision`` 32-true, 16-mixed and bf16-mixed:
-  median step time after warm-up, images per second, peak allocated memory.
+  median step time after warm-up, images per second, peak allocated memory (eager);
+* compiled regions (:mod:`nrknet.compile_regions`, last, within a time budget
+  ``NRKNET_BENCH_COMPILE_BUDGET_S``, default 300 s; ``NRKNET_BENCH_COMPILE=0`` skips
+  it; ``NRKNET_BENCH_PARTIAL=<file>`` saves all results so far after each part):
+  training images per second with bf16-mixed at batch 8 and 4 (256x256), eager
+  against compiled, the first step (the compile) timed apart; one 1280x720 image
+  in bfloat16, eager against compiled (aim: 10 ms), also with CUDA graphs
+  (``reduce-overhead``); the losses of 200 steps, compiled bf16-mixed against
+  eager float32 (largest and mean relative difference).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
+import os
 import statistics
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 INFERENCE_MODES = ("fp32", "tf32", "bf16", "fp16")
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed")
+#: the compiled 1280x720 bfloat16 inference aims at this median time
+INFERENCE_TARGET_S = 0.010
+#: seconds within which a part of the compile comparison must start (each compiles for minutes)
+COMPILE_BUDGET_S = float(os.environ.get("NRKNET_BENCH_COMPILE_BUDGET_S", "300"))
 
 
 def _set_tf32(enabled: bool) -> None:
@@ -143,11 +160,22 @@ def inference(height: int, width_px: int, warmup: int, repeats: int, width: int 
 
 
 def training(
-    batch: int, size: int, warmup: int, steps: int, width: int = 64, accelerator: str = "gpu"
+    batch: int,
+    size: int,
+    warmup: int,
+    steps: int,
+    width: int = 64,
+    accelerator: str = "gpu",
+    precisions: tuple[str, ...] = PRECISIONS,
+    compile: str = "off",
+    record_losses: bool = False,
 ) -> dict:
+    """Lightning training steps per ``precision``; ``compile``: the module's switch
+    (:mod:`nrknet.compile_regions`; the first steps, warm-up, include compiling)."""
     import lightning as L
     from torch.utils.data import DataLoader, Dataset
 
+    from nrknet.compile_regions import region_status
     from nrknet.losses import NRKNetLoss
     from nrknet.models.nrknet import NRKNet
     from nrknet.module import NRKNetModule
@@ -164,6 +192,7 @@ def training(
     class StepTimer(L.Callback):
         def __init__(self) -> None:
             self.times: list[float] = []
+            self.losses: list[float] = []
 
         def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
             _sync()
@@ -172,9 +201,12 @@ def training(
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
             _sync()
             self.times.append(time.perf_counter() - self._start)
+            if record_losses:
+                loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+                self.losses.append(float(loss))
 
     results = {}
-    for precision in PRECISIONS:
+    for precision in precisions:
         _set_tf32(False)
         torch.manual_seed(0)
         module = NRKNetModule(
@@ -182,6 +214,7 @@ def training(
             loss=NRKNetLoss(),
             optimizer=lambda params: torch.optim.Adam(params, lr=1e-4),
             lpips="off",
+            compile=compile,
         )
         timer = StepTimer()
         trainer = L.Trainer(
@@ -206,17 +239,137 @@ def training(
         results[precision] = {
             "median_step_s": step,
             "images_per_s": batch / step,
+            "first_step_s": timer.times[0],
             "peak_allocated_gb": torch.cuda.max_memory_allocated() / 1e9
             if accelerator == "gpu"
             else float("nan"),
             "steps": len(timer.times) - warmup,
             "final_loss": float(trainer.callback_metrics.get("train/loss_step", float("nan"))),
         }
+        if compile != "off":
+            results[precision]["regions"] = region_status(module.model)
+        if record_losses:
+            results[precision]["losses"] = timer.losses
     results["shape"] = f"{batch}x3x{size}x{size}"
     return results
 
 
+def compiled_inference(
+    height: int, width_px: int, warmup: int, repeats: int, width: int = 64, mode: str = "default"
+) -> dict:
+    """One image in bfloat16 autocast (TF32 on), plain model eager against compiled regions."""
+    from nrknet.compile_regions import compile_regions, region_status
+    from nrknet.models.nrknet import NRKNet
+
+    _set_tf32(True)
+    torch.manual_seed(0)
+    model = NRKNet(width=width).eval().cuda()
+    x = torch.rand(1, 3, height, width_px, device="cuda")
+
+    def run():
+        with torch.inference_mode(), _autocast("bf16"):
+            return model(x)
+
+    eager_times = _time_cuda(run, warmup, repeats)
+    reference = run().float()
+    compile_regions(model, {"mode": mode}, device="cuda")
+    start = time.perf_counter()
+    out = run().float()
+    _sync()
+    first_call_s = time.perf_counter() - start
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    times = _time_cuda(run, warmup, repeats)
+    _set_tf32(False)
+    median = statistics.median(times)
+    return {
+        "size": f"{width_px}x{height}",
+        "mode": mode,
+        "eager_median_s": statistics.median(eager_times),
+        "compiled_median_s": median,
+        "compiled_min_s": min(times),
+        "first_call_s": first_call_s,
+        "peak_allocated_gb": torch.cuda.max_memory_allocated() / 1e9,
+        "relative_l2_vs_eager": _relative_error(out, reference),
+        "target_s": INFERENCE_TARGET_S,
+        "meets_target": median <= INFERENCE_TARGET_S,
+        "regions": region_status(model),
+    }
+
+
+def loss_curves(batch: int, size: int, steps: int, width: int = 64) -> dict:
+    """The losses of ``steps`` training steps: compiled bf16-mixed against eager float32."""
+    eager = training(batch, size, 0, steps, width, precisions=("32-true",), record_losses=True)
+    compiled = training(
+        batch, size, 0, steps, width, precisions=("bf16-mixed",), compile="on", record_losses=True
+    )
+    reference, losses = eager["32-true"]["losses"], compiled["bf16-mixed"]["losses"]
+    relative = [abs(a - b) / abs(b) for a, b in zip(losses, reference, strict=True)]
+    return {
+        "shape": eager["shape"],
+        "steps": len(relative),
+        "max_relative_difference": max(relative),
+        "mean_relative_difference": statistics.fmean(relative),
+        "final_loss_eager_fp32": reference[-1],
+        "final_loss_compiled_bf16": losses[-1],
+        "regions": compiled["bf16-mixed"]["regions"],
+    }
+
+
+def compile_comparison(
+    quick: bool, budget_s: float = COMPILE_BUDGET_S, on_part: Callable[[dict], None] | None = None
+) -> dict:
+    """Eager against compiled regions (:mod:`nrknet.compile_regions`), most telling first.
+
+    A part not started within ``budget_s`` seconds is skipped (noted), since each
+    compiles for minutes; ``on_part`` gets the results so far after every part (to save
+    them: a timeout then keeps them).
+    """
+    deadline = time.monotonic() + budget_s
+    result: dict = {"budget_s": budget_s}
+    if quick:
+        size, batches, steps, curve_steps, image = 128, (2,), 3, 10, (352, 640)
+    else:
+        size, batches, steps, curve_steps, image = 256, (8, 4), 20, 200, (720, 1280)
+
+    def train_pair(batch: int) -> dict:
+        kwargs = dict(warmup=5, steps=steps, precisions=("bf16-mixed",))
+        eager = training(batch, size, **kwargs)["bf16-mixed"]
+        compiled = training(batch, size, compile="on", **kwargs)["bf16-mixed"]
+        return {
+            "shape": f"{batch}x3x{size}x{size}",
+            "eager": eager,
+            "compiled": compiled,
+            "speed_up": compiled["images_per_s"] / eager["images_per_s"],
+        }
+
+    parts = [(f"training_bf16_batch{batches[0]}", lambda: train_pair(batches[0]))]
+    parts.append(("inference_bf16", lambda: compiled_inference(*image, warmup=3, repeats=10)))
+    parts += [(f"training_bf16_batch{b}", functools.partial(train_pair, b)) for b in batches[1:]]
+    parts.append(("loss_curves", lambda: loss_curves(batches[0], size, curve_steps)))
+    parts.append(
+        (
+            "inference_bf16_reduce_overhead",
+            lambda: compiled_inference(*image, warmup=3, repeats=10, mode="reduce-overhead"),
+        )
+    )
+    for key, part in parts:
+        if time.monotonic() > deadline:
+            result[key] = {"skipped": f"not started within the {budget_s:.0f} s budget"}
+            continue
+        start = time.monotonic()
+        try:
+            result[key] = part()
+        except Exception as exc:  # noqa: BLE001 - one failing part must not lose the others
+            result[key] = {"error": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}
+        result[key]["wall_s"] = time.monotonic() - start
+        if on_part is not None:
+            on_part(result)
+    return result
+
+
 def run(quick: bool = False) -> dict:
+    """All parts; the compile comparison last, unless ``NRKNET_BENCH_COMPILE=0``."""
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA device"}
     result = {
@@ -230,7 +383,54 @@ def run(quick: bool = False) -> dict:
     else:
         result["inference"] = inference(720, 1280, warmup=3, repeats=10)
         result["training"] = training(batch=8, size=256, warmup=5, steps=20)
+    if os.environ.get("NRKNET_BENCH_COMPILE", "1") != "0":
+
+        def save_partial(compiled: dict) -> None:
+            partial = os.environ.get("NRKNET_BENCH_PARTIAL")
+            if partial:
+                Path(partial).write_text(json.dumps({**result, "compile": compiled}, indent=2))
+
+        result["compile"] = compile_comparison(quick, on_part=save_partial)
     return result
+
+
+def _compile_rows(comparison: dict) -> list[tuple[str, str]]:
+    out = []
+    for key, r in comparison.items():
+        if not isinstance(r, dict):
+            continue
+        label = f"compile: {key.replace('_', ' ')}"
+        if "skipped" in r or "error" in r:
+            out.append((label, r.get("skipped") or f"error: {r['error']}"))
+        elif key.startswith("training"):
+            eager, compiled = r["eager"], r["compiled"]
+            out.append(
+                (
+                    f"{label} {r['shape']}",
+                    f"eager {eager['images_per_s']:.1f} img/s, compiled "
+                    f"{compiled['images_per_s']:.1f} img/s (x{r['speed_up']:.2f}), "
+                    f"first step {compiled['first_step_s']:.0f} s",
+                )
+            )
+        elif key.startswith("inference"):
+            met = "met" if r["meets_target"] else "missed"
+            out.append(
+                (
+                    f"{label} {r['size']} ({r['mode']})",
+                    f"eager {r['eager_median_s'] * 1000:.1f} ms, compiled "
+                    f"{r['compiled_median_s'] * 1000:.1f} ms (target "
+                    f"{r['target_s'] * 1000:.0f} ms {met}), first call {r['first_call_s']:.0f} s",
+                )
+            )
+        elif key == "loss_curves":
+            out.append(
+                (
+                    f"{label} {r['shape']}, {r['steps']} steps, compiled bf16 vs eager fp32",
+                    f"max relative difference {r['max_relative_difference']:.2e} "
+                    f"(mean {r['mean_relative_difference']:.2e})",
+                )
+            )
+    return out
 
 
 def rows(result: dict) -> list[tuple[str, str]]:
@@ -256,10 +456,8 @@ def rows(result: dict) -> list[tuple[str, str]]:
                     f"peak {r['peak_allocated_gb']:.2f} GB",
                 )
             )
-    return out
+    return out + _compile_rows(result.get("compile", {}))
 
 
 if __name__ == "__main__":
-    import json
-
     print(json.dumps(run(), indent=2))

@@ -12,8 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from nrknet.accel import accelerate
 from nrknet.accel import resolve_mode as resolve_accel_mode
+from nrknet.compile_regions import CompileOptions
+from nrknet.compile_regions import apply as apply_compile
+from nrknet.compile_regions import resolve_mode as resolve_compile_mode
 from nrknet.inference.self_ensemble import self_ensemble
 from nrknet.metrics import METRIC_KEYS, ImageQualityMetrics
 from nrknet.models.nrknet import NRKNet
@@ -39,6 +41,9 @@ class NRKNetModule(L.LightningModule):
     it has one (the gate is one scalar that must travel from 0 towards 1);
     ``accel``: ``auto`` | ``on`` | ``off``, the acceleration layer (:mod:`nrknet.accel`),
     applied when Lightning sets the module up (``auto``: on for a CPU run);
+    ``compile``: ``auto`` | ``on`` | ``off``, ``torch.compile`` of the model's regions
+    (:mod:`nrknet.compile_regions`, ``auto``: on for training on CUDA; a run that
+    compiles skips ``accel``), with ``compile_options`` (backend, mode, channels_last, fullgraph);
     ``self_ensemble``: the test also scores the average over the eight flips and
     rotations (:mod:`nrknet.inference.self_ensemble`), as a result of its own;
     ``psnr16``: the test also reports the PSNR without 8-bit rounding (``psnr16``).
@@ -58,6 +63,8 @@ class NRKNetModule(L.LightningModule):
         save_images_dir: str | None = None,
         gate_lr_scale: float = 1.0,
         accel: str = "auto",
+        compile: str = "auto",
+        compile_options: dict[str, Any] | None = None,
         self_ensemble: bool = False,
         psnr16: bool = False,
     ) -> None:
@@ -67,8 +74,13 @@ class NRKNetModule(L.LightningModule):
         if not isinstance(psnr16, bool):  # checked here, not after a whole training run
             raise ValueError(f"metrics.psnr16 must be true or false, got {psnr16!r}")
         resolve_accel_mode(accel)
-        # Partials stay out of the hyper-parameters so checkpoints load with weights_only=True.
-        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"], logger=False)
+        resolve_compile_mode(compile)
+        self.compile_options = CompileOptions.from_config(compile_options)
+        # Partials and config objects stay out of the hyper-parameters so that checkpoints load
+        # with weights_only=True.
+        self.save_hyperparameters(
+            ignore=["net", "loss", "optimizer", "scheduler", "compile_options"], logger=False
+        )
         self.model = net
         self.criterion = loss
         self.optimizer_factory = optimizer
@@ -86,7 +98,14 @@ class NRKNetModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         # the strategy knows the device before the model moves there; ``auto`` decides by it
         device = self.trainer.strategy.root_device
-        accelerate(self.model, self.hparams.accel, device=device, training=stage == "fit")
+        apply_compile(
+            self.model,
+            self.hparams.compile,
+            self.hparams.accel,
+            self.compile_options,
+            device=device,
+            training=stage == "fit",
+        )
 
     # ------------------------------------------------------------------ inference
     def forward(self, blurry: torch.Tensor) -> torch.Tensor:
