@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -66,16 +67,7 @@ class SyntheticDataModule(DPDDDataModule):
     def prepare_data(self) -> None:
         generate_dataset(
             self.root,
-            num_train=self.settings.num_train,
-            num_val=self.settings.num_val,
-            num_test=self.settings.num_test,
-            size=self.settings.size,
-            seed=self.settings.seed,
-            max_coc=self.settings.max_coc,
-            bit_depth=self.settings.bit_depth,
-            noise=self.settings.noise,
-            read_noise=self.settings.read_noise,
-            num_layers=self.settings.num_layers,
+            **dataclasses.asdict(self.settings),
             workers=self.generation_workers,
             progress=self.progress,
         )
