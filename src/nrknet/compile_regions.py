@@ -50,8 +50,9 @@ import torch
 from torch import nn
 
 from nrknet.accel import resolve_mode as resolve_accel_mode
+from nrknet.utils.switches import SWITCH_VALUES, resolve_switch
 
-COMPILE_MODES = ("auto", "on", "off")
+COMPILE_MODES = SWITCH_VALUES
 #: the submodules of :class:`~nrknet.models.nrknet.NRKNet` compiled on their own
 REGIONS = ("unet", "coefficients", "blur")
 TORCH_COMPILE_MODES = (
@@ -111,11 +112,7 @@ class CompileOptions:
 
 def resolve_mode(mode: str | bool) -> str:
     """``auto``, ``on`` or ``off`` (``True``/``False`` accepted); anything else is refused."""
-    if isinstance(mode, bool):
-        return "on" if mode else "off"
-    if isinstance(mode, str) and mode.strip().lower() in COMPILE_MODES:
-        return mode.strip().lower()
-    raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)}; got {mode!r}")
+    return resolve_switch("compile", mode)
 
 
 def plan(

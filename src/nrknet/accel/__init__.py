@@ -33,8 +33,9 @@ from nrknet.models.coefficients import ConvLSTMCoefficientHead, PlainCoefficient
 from nrknet.models.nrknet import NRKNet
 from nrknet.models.unet import FeatureUNet
 from nrknet.ops.rkr import RKRBlur
+from nrknet.utils.switches import SWITCH_VALUES, resolve_switch
 
-ACCEL_MODES = ("auto", "on", "off")
+ACCEL_MODES = SWITCH_VALUES
 
 #: plain class -> its accelerated subclass
 ACCELERATED: dict[type[nn.Module], type[nn.Module]] = {
@@ -50,11 +51,7 @@ log = logging.getLogger(__name__)
 
 def resolve_mode(mode: str | bool) -> str:
     """``auto``, ``on`` or ``off`` (``True``/``False`` accepted); anything else is refused."""
-    if isinstance(mode, bool):
-        return "on" if mode else "off"
-    if isinstance(mode, str) and mode.strip().lower() in ACCEL_MODES:
-        return mode.strip().lower()
-    raise ValueError(f"accel must be one of {', '.join(ACCEL_MODES)}; got {mode!r}")
+    return resolve_switch("accel", mode)
 
 
 def wanted(model: nn.Module, mode: str | bool = "auto", device=None) -> bool:
