@@ -47,9 +47,9 @@ eval: $(STAMP) ## Score a checkpoint: make eval CKPT=path.ckpt [DATA=synthetic|d
 	@if [ -z "$(CKPT)" ]; then echo "usage: make eval CKPT=path/to/checkpoint.ckpt [DATA=dpdd] [ARGS='split=val ...']" >&2; exit 2; fi
 	$(BIN)/nrknet-eval ckpt_path=$(CKPT) data=$(DATA) $(ARGS)
 
-predict: $(STAMP) ## Deblur photos: make predict IN=photos/ OUT=deblurred/ CKPT=path.ckpt [ARGS=...]
-	@if [ -z "$(IN)" ] || [ -z "$(OUT)" ] || [ -z "$(CKPT)" ]; then echo "usage: make predict IN=photos/ OUT=out/ CKPT=model.ckpt [ARGS='--tile 512']" >&2; exit 2; fi
-	$(BIN)/nrknet-predict "$(IN)" --out "$(OUT)" --ckpt "$(CKPT)" $(ARGS)
+predict: $(STAMP) ## Deblur photos: make predict IN=photos/ OUT=deblurred/ [CKPT=path.ckpt or name; default: the bundled model] [ARGS=...]
+	@if [ -z "$(IN)" ] || [ -z "$(OUT)" ]; then echo "usage: make predict IN=photos/ OUT=out/ [CKPT=model.ckpt] [ARGS='--tile 512']" >&2; exit 2; fi
+	$(BIN)/nrknet-predict "$(IN)" --out "$(OUT)" $(if $(CKPT),--ckpt "$(CKPT)") $(ARGS)
 
 SWEEP_DIR ?= logs/sweeps/$(STUDY)/$(shell date +%Y-%m-%d_%H-%M-%S)
 JOBS ?= 1

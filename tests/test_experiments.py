@@ -30,6 +30,7 @@ def test_experiment_list_covers_the_paper_tables():
         "table4_full_expansion", "table4_two_scales", "table4_four_scales", "table4_no_convlstm", "table4_original",
         "table5_no_reblur", "table5_no_fdr", "table5_single_scale", "table5_full",
         "atoms_J", "quickstart_no_gate",
+        "release_cpu", "release_cpu_unet", "release_gpu", "release_gpu_unet", "unet_dpdd", "unet_lfdof",
     }  # fmt: skip
     assert expected <= set(EXPERIMENTS)
 
@@ -39,7 +40,10 @@ def test_experiment_composes_with_its_own_settings(compose_train, experiment, tm
     cfg = compose_train(
         [f"experiment={experiment}", f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}"]
     )
-    assert cfg.model._target_ == "nrknet.models.nrknet.NRKNet"
+    expected_model = (
+        "unet_baseline.UNetBaseline" if "unet" in experiment else "nrknet.NRKNet"
+    )
+    assert cfg.model._target_ == f"nrknet.models.{expected_model}"
     assert cfg.study and cfg.trainer.max_epochs >= 1
     if experiment.startswith("table") or experiment.startswith("atoms"):
         assert cfg.data._target_.endswith("DPDDDataModule")

@@ -7,6 +7,7 @@ the network can be rebuilt without Hydra or Lightning.
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,26 @@ def save_model(model: NRKNet, path: str | os.PathLike, **extra: Any) -> None:
     )
 
 
-def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> NRKNet:
-    """Rebuild an :class:`NRKNet` from a checkpoint written by training or ``nrknet-convert``."""
+def model_class(config: dict[str, Any]) -> type[torch.nn.Module]:
+    """The class a checkpoint's model config describes: its ``_target_``, or NRKNet when it has none."""
+    target = config.pop("_target_", None)
+    if target is None:
+        return NRKNet
+    module_name, _, name = str(target).rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise CheckpointError(f"cannot import the model class {target!r}: {exc}") from exc
+
+
+def load_model(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> torch.nn.Module:
+    """Rebuild the model of a checkpoint written by training or ``nrknet-convert``.
+
+    An NRKNet unless the stored config names another class in ``_target_``
+    (the U-Net baseline, :mod:`nrknet.models.unet_baseline`).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -61,8 +80,12 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
             f"{path} is not an NRKNet checkpoint (no 'nrknet' model config).{hint}"
         )
     config = dict(meta["model_config"])
+    try:
+        cls = model_class(config)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
     try:  # custom components (atoms, coefficient_head) are rebuilt from their Hydra _target_
-        model = NRKNet(**config)
+        model = cls(**config)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: cannot rebuild the model it describes: {exc}") from exc
     state = {
@@ -73,7 +96,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
-            f"{path}: weights do not fit the NRKNet it describes ({config}); "
+            f"{path}: weights do not fit the {cls.__name__} it describes ({config}); "
             f"missing: {', '.join(result.missing_keys) or 'none'}; unexpected: {', '.join(result.unexpected_keys) or 'none'}"
         )
     return model

@@ -196,7 +196,10 @@ def compile_regions(
         device = "cpu" if param is None else param.device
     compiled = []
     for name in regions:
-        module = getattr(model, name)
+        module = getattr(model, name, None)
+        if module is None:  # another architecture (the U-Net baseline): its code runs eagerly
+            log.info("compile: %s has no %r region; it runs eagerly", type(model).__name__, name)
+            continue
         if isinstance(module._compiled_call_impl, _CompiledRegion):
             compiled.append(name)
             continue
@@ -231,7 +234,9 @@ def region_status(model: nn.Module) -> dict[str, str]:
     """Per region: ``compiled``, ``eager``, or ``eager (<error>)`` after a failed compile."""
     status = {}
     for name in REGIONS:
-        module = getattr(model, name)
+        module = getattr(model, name, None)
+        if module is None:
+            continue
         failure = getattr(module, "_compile_fallback", None)
         if isinstance(module._compiled_call_impl, _CompiledRegion):
             status[name] = "compiled"

@@ -326,7 +326,8 @@ class NRKNetLoss(nn.Module):
             result["loss"] = loss
         result["mse"] = torch.as_tensor(mse).detach()
         result["fdr"] = torch.as_tensor(fdr_term).detach()
-        result["reblur"] = torch.as_tensor(reblur).detach()
+        # a model with no blur operator (the U-Net baseline) has no reblur terms: a float zero
+        result["reblur"] = torch.as_tensor(reblur, dtype=torch.float32).detach()
         with torch.no_grad():
             result["mse_output"] = mse_loss(out.scales[-1], sharp)
         return result

@@ -237,15 +237,17 @@ class NRKNetModule(L.LightningModule):
         from nrknet.viz import atom_kernels_figure, coefficient_maps_figure, colorize_defocus
 
         images = {f"val/triplet_{i}": img for i, img in enumerate(triplets)}
-        images["val/atoms"] = atom_kernels_figure(self.model.atoms)
-        if self._val_probe is not None:
+        has_blur_model = hasattr(self.model, "atoms")  # the U-Net baseline has none
+        if has_blur_model:
+            images["val/atoms"] = atom_kernels_figure(self.model.atoms)
+        if self._val_probe is not None and has_blur_model:
             # what the network believes about the first validation image's blur
             gamma = full_scale_coefficients(self.model, self._val_probe)
             images["val/defocus_map"] = colorize_defocus(
                 effective_blur_radius(gamma, self.model.blur)[0, 0]
             )
             images["val/coefficients"] = coefficient_maps_figure(gamma[0])
-            self._val_probe = None
+        self._val_probe = None
         if self.trainer.is_global_zero:
             log_images(self.trainer, images, step=self.current_epoch)
 

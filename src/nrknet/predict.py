@@ -2,7 +2,11 @@
 
 Usage::
 
-    nrknet-predict INPUT... --out DIR --ckpt MODEL.ckpt [options]
+    nrknet-predict INPUT... --out DIR [--ckpt MODEL] [options]
+
+Without ``--ckpt`` the model shipped with the package is used
+(``nrknet-synthetic``: an NRKNet trained on rendered data only, see
+``docs/pretrained.md``); a log line names the model used.
 
 ``INPUT`` is an image file, a folder (searched recursively for .png, .jpg,
 .jpeg, .tif, .tiff and .bmp files) or a glob pattern (quote it; ``**`` is
@@ -54,6 +58,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PROG = "nrknet-predict"
+#: The model used without --ckpt: bundled with the package (nrknet/weights/files/).
+DEFAULT_MODEL = "nrknet-synthetic"
 
 
 class UsageError(Exception):
@@ -86,9 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--ckpt",
         "-c",
-        required=True,
+        default=None,
         type=Path,
-        help="NRKNet checkpoint: a path, or a name from the weights registry",
+        help="checkpoint: a path, or a name from the weights registry "
+        f"(default: {DEFAULT_MODEL}, the bundled model trained on rendered data)",
     )
     parser.add_argument(
         "--device",
@@ -209,10 +216,20 @@ def _load(args, say):
         raise UsageError(f"--device {args.device} requested but CUDA is not available") from None
     if args.half and device.type != "cuda":
         say(f"{PROG}: warning: --half is ignored on the CPU (float32 is used)")
+    ckpt = DEFAULT_MODEL if args.ckpt is None else args.ckpt
     try:
-        model = load_inference_model(args.ckpt, device, accel=args.accel)
+        model = load_inference_model(ckpt, device, accel=args.accel)
     except CheckpointError as exc:
         raise UsageError(str(exc)) from exc
+    say(
+        f"{PROG}: model {ckpt}"
+        + (" (the default; choose another with --ckpt)" if args.ckpt is None else "")
+    )
+    if (args.defocus_map or args.figures) and not hasattr(model, "blur"):
+        raise UsageError(
+            f"--defocus-map and --figures need an NRKNet; {ckpt} holds a {type(model).__name__}, "
+            "which has no blur kernels"
+        )
     return model, device, autocast_dtype_for(device, args.half)
 
 

@@ -62,6 +62,11 @@ def resolve_checkpoint(
             raise CheckpointError(
                 f"weights '{entry.name}': the bundled file {source} is missing from the installation"
             )
+        if entry.sha256 is not None and (actual := sha256_of(source)) != entry.sha256.lower():
+            raise CheckpointError(
+                f"weights '{entry.name}': the bundled file {source} has sha256 {actual}, "
+                f"not the expected {entry.sha256.lower()}; reinstall the package"
+            )
     else:
         source = _fetch(entry, home, progress)
     if entry.format == "nrknet":

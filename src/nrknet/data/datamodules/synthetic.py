@@ -39,6 +39,7 @@ class SyntheticDataModule(DPDDDataModule):
         noise: float = 0.0,
         read_noise: float = 0.0,
         num_layers: int = 16,
+        noise_per_pair: bool = False,
         generation_workers: int = 1,
         progress: bool = True,
         **kwargs: Any,
@@ -55,6 +56,7 @@ class SyntheticDataModule(DPDDDataModule):
             noise=noise,
             read_noise=read_noise,
             num_layers=num_layers,
+            noise_per_pair=noise_per_pair,
         ).resolved()
         if self.crop_size is not None and self.crop_size > self.settings.size:
             self.crop_size = self.settings.size

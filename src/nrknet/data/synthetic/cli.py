@@ -50,6 +50,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="shot-noise std at full scale, linear light (default 0)",
     )
     p.add_argument("--read-noise", type=float, default=0.0, help="read-noise std (default 0)")
+    p.add_argument(
+        "--noise-per-pair",
+        action="store_true",
+        help="draw each pair's noise levels uniformly in [0, --noise] and [0, --read-noise]",
+    )
     p.add_argument("--layers", type=int, default=16, help="depth layers (default 16)")
     p.add_argument("--workers", type=int, default=1, help="rendering processes (default 1)")
     p.add_argument("--force", action="store_true", help="regenerate even if a matching set exists")
@@ -77,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             noise=args.noise,
             read_noise=args.read_noise,
             num_layers=args.layers,
+            noise_per_pair=args.noise_per_pair,
         ).resolved()
         reused = not args.force and is_complete_dataset(args.out, settings)
         start = time.perf_counter()

@@ -54,6 +54,8 @@ class SynthSettings:
     noise: float = 0.0
     read_noise: float = 0.0
     num_layers: int = 16
+    #: each pair draws its noise levels uniformly in [0, noise] and [0, read_noise] (clean to noisy)
+    noise_per_pair: bool = False
 
     def resolved(self) -> SynthSettings:
         """Validate, and fill ``max_coc`` from the image size when it is ``None``."""
@@ -91,14 +93,18 @@ class SynthSettings:
             noise=float(self.noise),
             read_noise=float(self.read_noise),
             num_layers=int(self.num_layers),
+            noise_per_pair=bool(self.noise_per_pair),
         )
 
     def counts(self) -> dict[str, int]:
         return {"train": self.num_train, "val": self.num_val, "test": self.num_test}
 
     def as_meta(self) -> dict[str, Any]:
+        settings = asdict(self)
+        if not self.noise_per_pair:  # sets written before the option existed still match
+            del settings["noise_per_pair"]
         return {
-            **asdict(self),
+            **settings,
             "renderer_version": RENDERER_VERSION,
             "depth_range": list(DEPTH_RANGE),
         }
@@ -190,8 +196,11 @@ def render_pair(settings: SynthSettings, split: str, index: int) -> RenderedPair
         linear=True,
         return_info=True,
     )
-    if s.noise > 0 or s.read_noise > 0:
-        blurred_lin = add_sensor_noise(blurred_lin, s.noise, s.read_noise, rng)
+    shot, read = s.noise, s.read_noise
+    if s.noise_per_pair and (shot > 0 or read > 0):
+        shot, read = shot * float(rng.uniform()), read * float(rng.uniform())
+    if shot > 0 or read > 0:
+        blurred_lin = add_sensor_noise(blurred_lin, shot, read, rng)
     blurry_q = _quantise(linear_to_srgb(blurred_lin), s.bit_depth)
     depth_q = np.clip(np.rint(scene.depth * DEPTH_PNG_SCALE), 0, 65535).astype(np.uint16)
     meta = {
@@ -204,4 +213,6 @@ def render_pair(settings: SynthSettings, split: str, index: int) -> RenderedPair
         "coc_max": round(info["coc_max"], 4),
         "layers": len(info["layer_radii"]),
     }
+    if s.noise_per_pair:
+        meta["noise"] = {"shot": round(shot, 6), "read": round(read, 6)}
     return RenderedPair(blurry=blurry_q, sharp=sharp_q, depth=depth_q, info=meta)

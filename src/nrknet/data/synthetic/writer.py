@@ -147,6 +147,7 @@ def generate_dataset(
     noise: float = 0.0,
     read_noise: float = 0.0,
     num_layers: int = 16,
+    noise_per_pair: bool = False,
     workers: int = 1,
     progress: bool = True,
     force: bool = False,
@@ -179,6 +180,7 @@ def generate_dataset(
         noise=noise,
         read_noise=read_noise,
         num_layers=num_layers,
+        noise_per_pair=noise_per_pair,
     ).resolved()
     out = Path(out_dir).expanduser().absolute()
     if not force and is_complete_dataset(out, settings):
