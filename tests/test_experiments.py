@@ -40,9 +40,7 @@ def test_experiment_composes_with_its_own_settings(compose_train, experiment, tm
     cfg = compose_train(
         [f"experiment={experiment}", f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}"]
     )
-    expected_model = (
-        "unet_baseline.UNetBaseline" if "unet" in experiment else "nrknet.NRKNet"
-    )
+    expected_model = "unet_baseline.UNetBaseline" if "unet" in experiment else "nrknet.NRKNet"
     assert cfg.model._target_ == f"nrknet.models.{expected_model}"
     assert cfg.study and cfg.trainer.max_epochs >= 1
     if experiment.startswith("table") or experiment.startswith("atoms"):
