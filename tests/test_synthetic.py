@@ -490,3 +490,20 @@ def test_a_running_generation_keeps_its_temporary_folder(tmp_path: Path) -> None
     generate_dataset(tmp_path / "set", **SMALL)
     assert sorted(p.name for p in tmp_path.iterdir()) == [running.name, "set"]
     assert (running / "train_c").is_dir()
+
+
+def test_noise_per_pair_draws_each_pairs_levels_from_clean_to_the_maximum():
+    settings = syn.SynthSettings(
+        size=48, max_coc=3.0, noise=0.02, read_noise=0.004, noise_per_pair=True
+    )
+    levels = [syn.render_pair(settings, "train", i).info["noise"] for i in range(12)]
+    shots = [level["shot"] for level in levels]
+    assert all(0 <= level["shot"] <= 0.02 and 0 <= level["read"] <= 0.004 for level in levels)
+    assert len(set(shots)) == len(shots) and min(shots) < 0.01 < max(shots)
+    # the same draw every time (deterministic per seed, split and index)
+    assert syn.render_pair(settings, "train", 3).info["noise"] == levels[3]
+    # a set written without the option keeps its old settings record, so it is still reused
+    plain = syn.SynthSettings(size=48, max_coc=3.0, noise=0.02).resolved()
+    assert "noise_per_pair" not in plain.as_meta()
+    assert "noise" not in syn.render_pair(plain, "train", 0).info
+    assert settings.resolved().as_meta()["noise_per_pair"] is True

@@ -31,7 +31,9 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def package(run_dir: Path, name: str, ckpt: str = "best") -> tuple[Path, dict]:
+def package(
+    run_dir: Path, name: str, ckpt: str = "best", files_dir: Path = FILES
+) -> tuple[Path, dict]:
     """Write the weights of ``run_dir``'s checkpoint as ``files/NAME.ckpt``; return it and its entry."""
     from nrknet.checkpoint import load_model, save_model
 
@@ -40,7 +42,7 @@ def package(run_dir: Path, name: str, ckpt: str = "best") -> tuple[Path, dict]:
     lightning = torch.load(source, map_location="cpu", weights_only=False)
     config_file = run_dir / ".hydra" / "config.yaml"
     recipe = yaml.safe_load(config_file.read_text()) if config_file.is_file() else None
-    target = FILES / f"{name}.ckpt"
+    target = files_dir / f"{name}.ckpt"
     save_model(
         model,
         target,
@@ -65,9 +67,9 @@ def package(run_dir: Path, name: str, ckpt: str = "best") -> tuple[Path, dict]:
     return target, entry
 
 
-def write_entry(name: str, entry: dict) -> None:
+def write_entry(name: str, entry: dict, registry: Path = REGISTRY) -> None:
     """Replace entry ``name`` in the registry (or append it), keeping the rest of the file as is."""
-    text = REGISTRY.read_text()
+    text = registry.read_text()
     block = yaml.safe_dump({name: entry}, sort_keys=False, default_flow_style=None)
     block = "\n".join("  " + line if line else line for line in block.splitlines()) + "\n"
     pattern = re.compile(rf"^  {re.escape(name)}:\n(?:(?:    .*)?\n)*", re.MULTILINE)
@@ -75,7 +77,7 @@ def write_entry(name: str, entry: dict) -> None:
         text = pattern.sub(block + "\n", text, count=1)
     else:
         text = text.rstrip("\n") + "\n\n" + block
-    REGISTRY.write_text(text)
+    registry.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,79 @@
+"""The release scripts: packaging a run as a bundled model, and scoring models on a split."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from nrknet.checkpoint import load_model, save_model
+from nrknet.models.unet_baseline import UNetBaseline
+from nrknet.weights import Registry, resolve_checkpoint
+from nrknet.weights.registry import REGISTRY_FILE
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "release"))
+import package  # noqa: E402
+import score  # noqa: E402
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    """A finished training run: a Lightning-style checkpoint and the Hydra config beside it."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / ".hydra").mkdir()
+    torch.manual_seed(0)
+    model = UNetBaseline(width=4)
+    torch.nn.init.normal_(model.tail.weight, std=0.01)
+    save_model(model, run / "checkpoints" / "best.ckpt")
+    ckpt = torch.load(run / "checkpoints" / "best.ckpt", weights_only=False)
+    ckpt.update(epoch=4, global_step=1280, optimizer_states=[{"big": torch.zeros(1000)}])
+    torch.save(ckpt, run / "checkpoints" / "best.ckpt")
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"seed": 0, "data": {"x": 1}}))
+    return run
+
+
+def test_package_writes_weights_and_a_registry_entry_that_resolves(run_dir, tmp_path):
+    files = tmp_path / "weights" / "files"
+    files.mkdir(parents=True)
+    registry = tmp_path / "weights" / "registry.yaml"
+    shutil.copyfile(REGISTRY_FILE, registry)
+    target, entry = package.package(run_dir, "tiny-unet", files_dir=files)
+    package.write_entry("tiny-unet", {**entry, "description": "a test"}, registry=registry)
+    package.write_entry("tiny-unet", {**entry, "description": "replaced"}, registry=registry)
+    loaded = Registry.from_yaml(registry)
+    assert {"authors-dpdd", "authors-lfdof", "tiny-unet"} <= set(loaded)
+    assert loaded.get("tiny-unet").description == "replaced"  # replaced in place, not added twice
+    assert registry.read_text().count("tiny-unet:") == 1
+    assert resolve_checkpoint("tiny-unet", registry=loaded, home=tmp_path / "home") == target
+    release = torch.load(target, weights_only=False)["nrknet"]["release"]
+    assert release == {"name": "tiny-unet", "epoch": 4, "global_step": 1280,
+                       "recipe": {"seed": 0, "data": {"x": 1}}}  # fmt: skip
+    assert "optimizer_states" not in torch.load(target, weights_only=False)
+    x = torch.rand(1, 3, 16, 16)
+    original = load_model(run_dir / "checkpoints" / "best.ckpt").eval()
+    assert torch.equal(load_model(target).eval()(x), original(x))
+
+
+def test_score_reports_the_model_and_the_blurry_input(run_dir, tmp_path):
+    folder = tmp_path / "split"
+    rng = np.random.default_rng(0)
+    for sub in ("source", "target"):
+        (folder / sub).mkdir(parents=True)
+    for i in range(2):
+        sharp = rng.integers(0, 240, (20, 24, 3), dtype=np.uint8)
+        Image.fromarray(sharp).save(folder / "target" / f"{i}.png")
+        Image.fromarray(sharp + 9).save(folder / "source" / f"{i}.png")
+    row = score.score(str(run_dir / "checkpoints" / "best.ckpt"), score.split_pairs(folder))
+    assert row["class"] == "UNetBaseline" and row["images"] == 2
+    assert row["input_psnr"] == pytest.approx(20 * np.log10(255 / 9), abs=1e-6)
+    assert np.isfinite(row["psnr"]) and 0 < row["ssim"] <= 1
+    (folder / "target" / "1.png").unlink()
+    with pytest.raises(SystemExit, match=r"1\.png is missing"):
+        score.split_pairs(folder)
