@@ -1,14 +1,16 @@
-"""The README's picture: a real photograph defocused by the renderer, deblurred by the bundled model.
+"""The README's picture: a real photograph defocused by the renderer, deblurred by a bundled model.
 
-    python experiments/release/demo.py [--model nrknet-synthetic] [--out docs/images/release_demo.png]
+    python experiments/release/demo.py [--model NAME] [--defocus-model NAME] [--out PNG]
 
 The photograph is matplotlib's sample portrait of Grace Hopper (public domain;
 in no split of the rendered data). The renderer defocuses it with a depth
 that ramps from the focal plane at the face to the far background at the top
 and a near foreground at the bottom (blur radii up to 8 px). ``nrknet-predict``
-then deblurs it with ``--defocus-map``. The figure shows a crop of the blurry
-input, the model's output and the sharp photograph, and the model's defocus map
-of the whole image; the PSNR of the crops is printed and drawn.
+deblurs it with ``--model`` (default: the one it uses without ``--ckpt``), and
+draws the defocus map of ``--defocus-model`` (an NRKNet; default
+``nrknet-synthetic``). The figure shows a crop of the blurry input, the
+output and the sharp photograph, and the defocus map of the whole image; the
+PSNR of the crops is printed and drawn.
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 10 * np.log10(255.0**2 / mse)
 
 
-def figure(blurry, deblurred, sharp, defocus_color, crop, out: Path) -> tuple[float, float]:
+def figure(
+    blurry, deblurred, sharp, defocus_color, crop, out: Path, names: tuple[str, str]
+) -> tuple[float, float]:
     y0, y1, x0, x1 = crop
     tiles = [img[y0:y1, x0:x1] for img in (blurry, deblurred, sharp)]
     scores = (psnr(tiles[0], tiles[2]), psnr(tiles[1], tiles[2]))
@@ -69,9 +73,9 @@ def figure(blurry, deblurred, sharp, defocus_color, crop, out: Path) -> tuple[fl
     draw = ImageDraw.Draw(canvas)
     labels = (
         f"blurry input ({scores[0]:.2f} dB)",
-        f"nrknet-synthetic ({scores[1]:.2f} dB)",
+        f"{names[0]} ({scores[1]:.2f} dB)",
         "sharp photograph",
-        "defocus map (blur radius)",
+        f"defocus map of {names[1]} (blur radius)",
     )
     x = 0
     for label, width in zip(labels, (tiles[0].shape[1],) * 3 + (dmap.shape[1],), strict=True):
@@ -83,10 +87,12 @@ def figure(blurry, deblurred, sharp, defocus_color, crop, out: Path) -> tuple[fl
 
 
 def main(argv: list[str] | None = None) -> int:
+    from nrknet.predict import DEFAULT_MODEL
     from nrknet.predict import main as predict
 
     parser = argparse.ArgumentParser(prog="demo", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="nrknet-synthetic")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--defocus-model", default="nrknet-synthetic")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images" / "release_demo.png")
     args = parser.parse_args(argv)
     sharp = sharp_photo()
@@ -96,21 +102,21 @@ def main(argv: list[str] | None = None) -> int:
         source = Path(tmp) / "in" / "hopper.png"
         source.parent.mkdir()
         Image.fromarray(to8(blurry)).save(source)
-        code = predict([str(source), "--out", str(Path(tmp) / "out"), "--ckpt", args.model,
-                        "--defocus-map", "--quiet"])  # fmt: skip
-        if code:
-            return code
+        for model, out, extra in ((args.model, "out", []), (args.defocus_model, "map", ["--defocus-map"])):  # fmt: skip
+            code = predict([str(source), "--out", str(Path(tmp) / out), "--ckpt", model, "--quiet", *extra])  # fmt: skip
+            if code:
+                return code
         deblurred = np.asarray(Image.open(Path(tmp) / "out" / "hopper.png").convert("RGB"))
         defocus_color = np.asarray(
-            Image.open(Path(tmp) / "out" / "hopper.defocus_color.png").convert("RGB")
+            Image.open(Path(tmp) / "map" / "hopper.defocus_color.png").convert("RGB")
         )
     whole = (psnr(to8(blurry), to8(sharp)), psnr(deblurred, to8(sharp)))
     crop = (410, 580, 150, 390)  # the uniform and medals, well below the focal plane
-    scores = figure(to8(blurry), deblurred, to8(sharp), defocus_color, crop, args.out)
-    print(
-        f"whole image: blurry {whole[0]:.2f} dB, deblurred {whole[1]:.2f} dB ({whole[1] - whole[0]:+.2f})"
-    )
-    print(f"crop: blurry {scores[0]:.2f} dB, deblurred {scores[1]:.2f} dB; wrote {args.out}")
+    names = (args.model, args.defocus_model)
+    scores = figure(to8(blurry), deblurred, to8(sharp), defocus_color, crop, args.out, names)
+    gain = whole[1] - whole[0]
+    print(f"whole image: blurry {whole[0]:.2f} dB, {args.model} {whole[1]:.2f} dB ({gain:+.2f})")
+    print(f"crop: blurry {scores[0]:.2f} dB, {args.model} {scores[1]:.2f} dB; wrote {args.out}")
     return 0
 
 

@@ -4,9 +4,10 @@ Usage::
 
     nrknet-predict INPUT... --out DIR [--ckpt MODEL] [options]
 
-Without ``--ckpt`` the model shipped with the package is used
-(``nrknet-synthetic``: an NRKNet trained on rendered data only, see
-``docs/pretrained.md``); a log line names the model used.
+Without ``--ckpt`` a model shipped with the package is used
+(``unet-synthetic``, trained on rendered data only; see
+``docs/pretrained.md`` for why it, and not the bundled NRKNet
+``nrknet-synthetic``, is the default); a log line names the model used.
 
 ``INPUT`` is an image file, a folder (searched recursively for .png, .jpg,
 .jpeg, .tif, .tiff and .bmp files) or a glob pattern (quote it; ``**`` is
@@ -58,8 +59,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PROG = "nrknet-predict"
-#: The model used without --ckpt: bundled with the package (nrknet/weights/files/).
-DEFAULT_MODEL = "nrknet-synthetic"
+#: The model used without --ckpt: bundled with the package (nrknet/weights/files/). The bundled
+#: NRKNet (nrknet-synthetic) has not converged in its CPU budget and returns its input almost
+#: unchanged; the U-Net trained by the same recipe does deblur (docs/pretrained.md).
+DEFAULT_MODEL = "unet-synthetic"
 
 
 class UsageError(Exception):
@@ -95,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         type=Path,
         help="checkpoint: a path, or a name from the weights registry "
-        f"(default: {DEFAULT_MODEL}, the bundled model trained on rendered data)",
+        f"(default: {DEFAULT_MODEL}, a bundled model trained on rendered data)",
     )
     parser.add_argument(
         "--device",
@@ -228,7 +231,7 @@ def _load(args, say):
     if (args.defocus_map or args.figures) and not hasattr(model, "blur"):
         raise UsageError(
             f"--defocus-map and --figures need an NRKNet; {ckpt} holds a {type(model).__name__}, "
-            "which has no blur kernels"
+            "which has no blur kernels (choose an NRKNet with --ckpt, e.g. nrknet-synthetic)"
         )
     return model, device, autocast_dtype_for(device, args.half)
 
