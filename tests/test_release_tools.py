@@ -31,10 +31,10 @@ def run_dir(tmp_path) -> Path:
     torch.manual_seed(0)
     model = UNetBaseline(width=4)
     torch.nn.init.normal_(model.tail.weight, std=0.01)
-    save_model(model, run / "checkpoints" / "best.ckpt")
-    ckpt = torch.load(run / "checkpoints" / "best.ckpt", weights_only=False)
+    save_model(model, run / "checkpoints" / "last.ckpt")
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     ckpt.update(epoch=4, global_step=1280, optimizer_states=[{"big": torch.zeros(1000)}])
-    torch.save(ckpt, run / "checkpoints" / "best.ckpt")
+    torch.save(ckpt, run / "checkpoints" / "last.ckpt")
     (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"seed": 0, "data": {"x": 1}}))
     return run
 
@@ -57,7 +57,7 @@ def test_package_writes_weights_and_a_registry_entry_that_resolves(run_dir, tmp_
                        "recipe": {"seed": 0, "data": {"x": 1}}}  # fmt: skip
     assert "optimizer_states" not in torch.load(target, weights_only=False)
     x = torch.rand(1, 3, 16, 16)
-    original = load_model(run_dir / "checkpoints" / "best.ckpt").eval()
+    original = load_model(run_dir / "checkpoints" / "last.ckpt").eval()
     assert torch.equal(load_model(target).eval()(x), original(x))
 
 
@@ -70,7 +70,7 @@ def test_score_reports_the_model_and_the_blurry_input(run_dir, tmp_path):
         sharp = rng.integers(0, 240, (20, 24, 3), dtype=np.uint8)
         Image.fromarray(sharp).save(folder / "target" / f"{i}.png")
         Image.fromarray(sharp + 9).save(folder / "source" / f"{i}.png")
-    row = score.score(str(run_dir / "checkpoints" / "best.ckpt"), score.split_pairs(folder))
+    row = score.score(str(run_dir / "checkpoints" / "last.ckpt"), score.split_pairs(folder))
     assert row["class"] == "UNetBaseline" and row["images"] == 2
     assert row["input_psnr"] == pytest.approx(20 * np.log10(255 / 9), abs=1e-6)
     assert np.isfinite(row["psnr"]) and 0 < row["ssim"] <= 1

@@ -1,6 +1,6 @@
 """Turn a training run's checkpoint into a bundled model: weights only, sha256, registry entry.
 
-    python experiments/release/package.py RUN_DIR NAME [--ckpt best] [--description TEXT]
+    python experiments/release/package.py RUN_DIR NAME [--ckpt last] [--description TEXT] [--write]
 
 Reads ``RUN_DIR/checkpoints/<ckpt>.ckpt``, writes the model alone (no
 optimizer state) to ``src/nrknet/weights/files/NAME.ckpt`` and prints the
@@ -32,7 +32,7 @@ def sha256_of(path: Path) -> str:
 
 
 def package(
-    run_dir: Path, name: str, ckpt: str = "best", files_dir: Path = FILES
+    run_dir: Path, name: str, ckpt: str = "last", files_dir: Path = FILES
 ) -> tuple[Path, dict]:
     """Write the weights of ``run_dir``'s checkpoint as ``files/NAME.ckpt``; return it and its entry."""
     from nrknet.checkpoint import load_model, save_model
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="package", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("name")
-    parser.add_argument("--ckpt", default="best", help="checkpoint name in RUN_DIR/checkpoints")
+    parser.add_argument("--ckpt", default="last", help="checkpoint name in RUN_DIR/checkpoints")
     parser.add_argument("--description", default="")
     parser.add_argument("--write", action="store_true", help="update registry.yaml")
     args = parser.parse_args(argv)
