@@ -13,7 +13,6 @@ that the shipped model says how it was made.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 import sys
 from pathlib import Path
@@ -26,16 +25,12 @@ FILES = ROOT / "src" / "nrknet" / "weights" / "files"
 REGISTRY = ROOT / "src" / "nrknet" / "weights" / "registry.yaml"
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def package(
     run_dir: Path, name: str, ckpt: str = "last", files_dir: Path = FILES
 ) -> tuple[Path, dict]:
     """Write the weights of ``run_dir``'s checkpoint as ``files/NAME.ckpt``; return it and its entry."""
     from nrknet.checkpoint import load_model, save_model
+    from nrknet.weights.download import sha256_of
 
     source = run_dir / "checkpoints" / f"{ckpt}.ckpt"
     model = load_model(source)
