@@ -34,7 +34,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         torch.save(obj, f)
 
 
-def save_model(model: NRKNet, path: str | os.PathLike, **extra: Any) -> None:
+def save_model(model: torch.nn.Module, path: str | os.PathLike, **extra: Any) -> None:
     """Save ``model`` as a checkpoint the whole framework loads."""
     state = {MODEL_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
     atomic_torch_save(
