@@ -20,6 +20,7 @@ from nrknet.weights.registry import REGISTRY_FILE
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "release"))
 import package  # noqa: E402
 import score  # noqa: E402
+import verify  # noqa: E402
 
 
 @pytest.fixture
@@ -77,3 +78,54 @@ def test_score_reports_the_model_and_the_blurry_input(run_dir, tmp_path):
     (folder / "target" / "1.png").unlink()
     with pytest.raises(SystemExit, match=r"1\.png is missing"):
         score.split_pairs(folder)
+
+
+def _registry_with(run_dir: Path, tmp_path: Path, name: str):
+    files = tmp_path / "weights" / "files"
+    files.mkdir(parents=True, exist_ok=True)
+    registry_file = tmp_path / "weights" / "registry.yaml"
+    shutil.copyfile(REGISTRY_FILE, registry_file)
+    _, entry = package.package(run_dir, name, files_dir=files)
+    package.write_entry(name, entry, registry=registry_file)
+    return Registry.from_yaml(registry_file)
+
+
+def test_verify_accepts_a_bit_identical_rerun_and_names_what_differs(run_dir, tmp_path):
+    registry = _registry_with(run_dir, tmp_path, "tiny-unet")
+    home = tmp_path / "home"
+    report = verify.verify(run_dir, "tiny-unet", registry=registry, home=home)
+    assert report["reproduced"] and report["max_abs_difference"] == 0.0
+    assert report["identical_tensors"] == report["tensors"] > 0
+    assert report["rerun_step"] == report["bundled_step"] == 1280
+
+    # a rerun whose tail moved by 1e-3: refused bit for bit, accepted within a tolerance
+    ckpt_file = run_dir / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(ckpt_file, weights_only=False)
+    key = next(k for k in ckpt["state_dict"] if k.endswith("tail.weight"))
+    ckpt["state_dict"][key] = ckpt["state_dict"][key] + 1e-3
+    torch.save(ckpt, ckpt_file)
+    report = verify.verify(run_dir, "tiny-unet", registry=registry, home=home)
+    assert not report["reproduced"]
+    assert report["worst_tensor"].endswith("tail.weight")
+    assert report["max_abs_difference"] == pytest.approx(1e-3, rel=1e-3)
+    assert verify.verify(run_dir, "tiny-unet", atol=2e-3, registry=registry, home=home)[
+        "reproduced"
+    ]
+
+
+def test_verify_compares_recipes_but_not_where_runs_write(run_dir, tmp_path):
+    registry = _registry_with(run_dir, tmp_path, "tiny-unet")
+    config = run_dir / ".hydra" / "config.yaml"
+    config.write_text(yaml.safe_dump({"seed": 0, "data": {"x": 1}, "paths": {"data_dir": "/else"}}))
+    report = verify.verify(run_dir, "tiny-unet", registry=registry, home=tmp_path / "home")
+    assert report["recipe_differences"] == [] and report["reproduced"]
+    config.write_text(yaml.safe_dump({"seed": 1, "data": {"x": 2}}))
+    report = verify.verify(run_dir, "tiny-unet", registry=registry, home=tmp_path / "home")
+    assert report["recipe_differences"] == ["data.x", "seed"]
+    assert not report["reproduced"]
+
+
+def test_verify_cli_refuses_a_missing_checkpoint_in_one_line(run_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        verify.main([str(tmp_path / "missing"), "unet-synthetic"])
+    assert "no such checkpoint" in capsys.readouterr().err

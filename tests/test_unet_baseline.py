@@ -58,6 +58,20 @@ def test_unknown_model_class_in_a_checkpoint_is_named(tmp_path):
         load_model(tmp_path / "odd.ckpt")
 
 
+def test_only_nrknet_has_a_blur_operator_and_compiled_regions(caplog):
+    from nrknet.compile_regions import compile_regions, region_status
+    from nrknet.models.nrknet import NRKNet, has_blur_operator
+
+    assert has_blur_operator(NRKNet(width=4, num_levels=2))
+    unet = UNetBaseline(width=4)
+    assert not has_blur_operator(unet)
+    with caplog.at_level("INFO", logger="nrknet.compile_regions"):
+        assert compile_regions(unet) == []
+    lines = [r.getMessage() for r in caplog.records if r.name == "nrknet.compile_regions"]
+    assert lines == ["compile: UNetBaseline is not an NRKNet; it runs eagerly"]
+    assert region_status(unet) == {}
+
+
 @pytest.mark.slow
 def test_unet_baseline_from_yaml_trains_tests_and_predicts(
     compose_train, tmp_path, synthetic_data_dir, capsys
@@ -79,6 +93,8 @@ def test_unet_baseline_from_yaml_trains_tests_and_predicts(
     train(cfg)
     ckpt = run_dir / "checkpoints" / "best.ckpt"
     assert isinstance(load_model(ckpt), UNetBaseline)
+    rows = [line.split("|")[1].strip() for line in (run_dir / "table.md").read_text().splitlines()]
+    assert "UNetBaseline" in rows and "NRKNet" not in rows  # the table names the network
     Image.new("RGB", (40, 30), (90, 120, 150)).save(tmp_path / "photo.png")
     assert predict_main([str(tmp_path / "photo.png"), "--out", str(tmp_path / "out"),
                          "--ckpt", str(ckpt), "--quiet"]) == 0  # fmt: skip

@@ -50,6 +50,7 @@ import torch
 from torch import nn
 
 from nrknet.accel import resolve_mode as resolve_accel_mode
+from nrknet.models.nrknet import has_blur_operator
 from nrknet.utils.switches import SWITCH_VALUES, resolve_switch
 
 COMPILE_MODES = SWITCH_VALUES
@@ -195,11 +196,11 @@ def compile_regions(
         param = next(model.parameters(), None)
         device = "cpu" if param is None else param.device
     compiled = []
+    if not has_blur_operator(model):  # another architecture (the U-Net baseline)
+        log.info("compile: %s is not an NRKNet; it runs eagerly", type(model).__name__)
+        return compiled
     for name in regions:
-        module = getattr(model, name, None)
-        if module is None:  # another architecture (the U-Net baseline): its code runs eagerly
-            log.info("compile: %s has no %r region; it runs eagerly", type(model).__name__, name)
-            continue
+        module = getattr(model, name)
         if isinstance(module._compiled_call_impl, _CompiledRegion):
             compiled.append(name)
             continue

@@ -57,7 +57,10 @@ def evaluate(cfg: DictConfig) -> float | None:
     if not trainer.is_global_zero:
         return None
     files = write_reports(
-        results, out_dir, extra={"checkpoint": str(cfg.ckpt_path), "split": cfg.split}
+        results,
+        out_dir,
+        extra={"checkpoint": str(cfg.ckpt_path), "split": cfg.split},
+        method=type(module.model).__name__,
     )
     print_run_summary(
         f"nrknet-eval ({cfg.split})",

@@ -18,7 +18,7 @@ from nrknet.compile_regions import apply as apply_compile
 from nrknet.compile_regions import resolve_mode as resolve_compile_mode
 from nrknet.inference.self_ensemble import self_ensemble
 from nrknet.metrics import METRIC_KEYS, ImageQualityMetrics
-from nrknet.models.nrknet import NRKNet
+from nrknet.models.nrknet import NRKNet, has_blur_operator
 from nrknet.reporting import result_entries, self_ensemble_name
 from nrknet.utils.distributed import is_distributed
 
@@ -237,7 +237,7 @@ class NRKNetModule(L.LightningModule):
         from nrknet.viz import atom_kernels_figure, coefficient_maps_figure, colorize_defocus
 
         images = {f"val/triplet_{i}": img for i, img in enumerate(triplets)}
-        has_blur_model = hasattr(self.model, "atoms")  # the U-Net baseline has none
+        has_blur_model = has_blur_operator(self.model)
         if has_blur_model:
             images["val/atoms"] = atom_kernels_figure(self.model.atoms)
         if self._val_probe is not None and has_blur_model:

@@ -212,6 +212,7 @@ def _load(args, say):
     """The model on its device and the autocast dtype, or a :class:`UsageError`."""
     from nrknet.checkpoint import CheckpointError
     from nrknet.inference import autocast_dtype_for, load_inference_model, resolve_device
+    from nrknet.models.nrknet import has_blur_operator
 
     try:
         device = resolve_device(args.device)
@@ -228,7 +229,7 @@ def _load(args, say):
         f"{PROG}: model {ckpt}"
         + (" (the default; choose another with --ckpt)" if args.ckpt is None else "")
     )
-    if (args.defocus_map or args.figures) and not hasattr(model, "blur"):
+    if (args.defocus_map or args.figures) and not has_blur_operator(model):
         raise UsageError(
             f"--defocus-map and --figures need an NRKNet; {ckpt} holds a {type(model).__name__}, "
             "which has no blur kernels (choose an NRKNet with --ckpt, e.g. nrknet-synthetic)"

@@ -87,11 +87,12 @@ def _cells(summary: dict[str, Any], prefix: str, columns: list[tuple[str, str]])
     ]
 
 
-def markdown_table(results: dict[str, dict[str, Any]]) -> str:
+def markdown_table(results: dict[str, dict[str, Any]], method: str = "NRKNet") -> str:
     """PSNR / SSIM / MAE / LPIPS per dataset, as in the paper's Tables 1-2 (and the blurry input
     for reference); then, for a dataset with scene groups, a table with a row per group and method.
 
-    Self-ensembled scores (see :func:`self_ensemble_name`) make a row of their own.
+    ``method`` labels the network's row. Self-ensembled scores (see
+    :func:`self_ensemble_name`) make a row of their own.
     """
     columns = _metric_columns(results)
     names = [
@@ -100,9 +101,9 @@ def markdown_table(results: dict[str, dict[str, Any]]) -> str:
     header = "| | " + " | ".join(f"{n} {label}" for n in names for label, _ in columns) + " |"
     rule = "|---|" + "---|" * (len(columns) * len(names))
     rows = []
-    layout = [("input", "input_", ""), ("NRKNet", "", "")]
+    layout = [("input", "input_", ""), (method, "", "")]
     if any(self_ensemble_name(n) in results for n in names):
-        layout.append(("NRKNet" + SELF_ENSEMBLE_SUFFIX, "", SELF_ENSEMBLE_SUFFIX))
+        layout.append((method + SELF_ENSEMBLE_SUFFIX, "", SELF_ENSEMBLE_SUFFIX))
     for label, prefix, suffix in layout:
         cells = []
         for n in names:
@@ -134,9 +135,12 @@ def _is_group(result: dict[str, Any]) -> bool:
 
 
 def write_reports(
-    results: dict[str, dict[str, Any]], out_dir: str | Path, extra: dict | None = None
+    results: dict[str, dict[str, Any]],
+    out_dir: str | Path,
+    extra: dict | None = None,
+    method: str = "NRKNet",
 ) -> dict[str, Path]:
-    """Write ``per_image.csv``, ``summary.json`` and ``table.md`` into ``out_dir``."""
+    """Write ``per_image.csv``, ``summary.json`` and ``table.md`` (rows labelled ``method``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "per_image.csv"
@@ -154,7 +158,7 @@ def write_reports(
         json_path, json.dumps({"datasets": summary, **(extra or {})}, indent=2) + "\n"
     )
     md_path = out_dir / "table.md"
-    atomic_write_text(md_path, markdown_table(results))
+    atomic_write_text(md_path, markdown_table(results, method))
     return {"per_image": csv_path, "summary": json_path, "table": md_path}
 
 

@@ -130,7 +130,9 @@ def train(cfg: DictConfig) -> float | None:
             "test": {name: r["summary"] for name, r in results.items()},
         }
         atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        files = write_reports(results, out_dir) if results else {}
+        files = (
+            write_reports(results, out_dir, method=type(module.model).__name__) if results else {}
+        )
         print_run_summary(
             "nrknet-train",
             results,

@@ -303,6 +303,15 @@ class NRKNet(nn.Module):
         )
 
 
+def has_blur_operator(model: nn.Module) -> bool:
+    """Whether ``model`` estimates an RKR blur operator (NRKNet or a subclass).
+
+    Atom figures, defocus maps and the compiled regions need one; other networks
+    (the U-Net baseline) deblur directly and have none.
+    """
+    return isinstance(getattr(model, "blur", None), RKRBlur)
+
+
 def count_parameters(model: nn.Module) -> int:
     """Learnable parameters (BatchNorm running statistics and fixed atoms not counted)."""
     return sum(p.numel() for p in model.parameters())
