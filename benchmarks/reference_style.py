@@ -94,6 +94,8 @@ def reference_forward(model: NRKNet, blurry: torch.Tensor, sharp: torch.Tensor |
     """``model(blurry)`` / ``model(blurry, sharp)`` evaluated by the direct reference-style path."""
     if model.fusion != "cross_scale":
         raise NotImplementedError("the reference path covers cross-scale fusion only")
+    if model.blur.residual:
+        raise NotImplementedError("the reference path has no residual blur operator (D = I + R)")
     multiple = model.size_multiple
     if blurry.shape[-2] % multiple or blurry.shape[-1] % multiple:
         raise ValueError(f"input sides must be multiples of {multiple}")

@@ -190,6 +190,7 @@ MODEL_VARIANTS = {
     "four-scales": {"num_scales": 4},
     "full-expansion": {"fusion": "full_expansion"},
     "residual-gate": {"residual_gate": True},
+    "blur-residual": {"blur_residual": True},
     "non-recursive-atoms-plain-rkr": {"atoms": "non_recursive"},
 }
 
@@ -201,6 +202,10 @@ def model_twins(kwargs: dict, dtype: torch.dtype) -> tuple[NRKNet, NRKNet]:
     if plain.gate is not None:
         with torch.no_grad():
             plain.gate.fill_(0.7)
+    if plain.blur.residual:  # away from its start at R = 0, where the check would be trivial
+        with torch.no_grad():
+            plain.blur.mixer.weight.normal_(0, 0.1)
+            plain.blur.mixer.bias.normal_(0, 0.05)
     return plain, accelerated_twin(plain)
 
 

@@ -83,7 +83,26 @@ def test_residual_gate_starts_as_identity():
         assert torch.equal(model(blurry), blurry)
 
 
+@pytest.mark.parametrize("init", ["default", "xavier"])
+def test_residual_blur_operator_starts_as_identity_and_learns(init):
+    """``D = I + R`` with ``R = 0``: every Neumann term vanishes, so ``X = Y`` at every scale."""
+    torch.manual_seed(0)
+    model = NRKNet(width=8, num_levels=5, blur_residual=True, init=init)
+    blurry, sharp = torch.rand(2, 1, 3, 32, 48)
+    out = model(blurry, sharp)
+    assert torch.equal(out.output, blurry)
+    for s, r in zip(out.scales[:-1], out.reblurred, strict=True):
+        factor = 32 // s.shape[-2]
+        assert torch.equal(s, blurry[..., ::factor, ::factor])  # the running sums are Y too
+        assert torch.equal(r, sharp[..., ::factor, ::factor])  # D(X) = X at the start
+    # the first-order term reaches R's mixing weights, so the output can move from Y
+    ((out.output - sharp) ** 2).mean().backward()
+    assert model.blur.mixer.weight.grad.abs().sum() > 0
+
+
 def test_invalid_options_are_refused():
+    with pytest.raises(ValueError, match="blur_residual=true needs mixing='conv1x1'"):
+        NRKNet(width=8, blur_residual=True, mixing="sum")
     for kwargs, word in [
         ({"atoms": "wavelet"}, "atoms"),
         ({"num_scales": 5}, "num_scales"),

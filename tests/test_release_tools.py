@@ -95,6 +95,7 @@ def test_verify_accepts_a_bit_identical_rerun_and_names_what_differs(run_dir, tm
     home = tmp_path / "home"
     report = verify.verify(run_dir, "tiny-unet", registry=registry, home=home)
     assert report["reproduced"] and report["max_abs_difference"] == 0.0
+    assert report["worst_tensor"] is None and report["recipe_differences"] == []
     assert report["identical_tensors"] == report["tensors"] > 0
     assert report["rerun_step"] == report["bundled_step"] == 1280
 

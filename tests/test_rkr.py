@@ -29,6 +29,24 @@ def test_operator_equals_explicit_spatially_varying_convolution():
     torch.testing.assert_close(fast, explicit, rtol=0, atol=1e-5)
 
 
+def test_residual_operator_is_identity_plus_the_explicit_convolution():
+    torch.manual_seed(3)
+    op = RKRBlur(RecursiveAtoms(21), mixing="conv1x1", residual=True).double()
+    x = torch.rand(1, 3, 40, 36, dtype=torch.double)
+    gamma = torch.randn(1, 22, 40, 36, dtype=torch.double)
+    with torch.no_grad():
+        assert torch.equal(op(x, gamma), x)  # R starts at zero
+        op.atoms.logits.normal_(0, 1.5)
+        op.mixer.weight.normal_(0, 0.2)
+        op.mixer.bias.normal_(0, 0.1)
+        plain = RKRBlur(op.atoms, mixing="conv1x1").double()
+        plain.load_state_dict(op.state_dict())
+        torch.testing.assert_close(op(x, gamma), x + plain(x, gamma), rtol=0, atol=1e-12)
+        torch.testing.assert_close(
+            op(x, gamma), explicit_spatially_varying_blur(x, op, gamma), rtol=0, atol=1e-10
+        )
+
+
 def test_operator_equals_explicit_with_sum_mixing_on_small_image():
     torch.manual_seed(1)
     op = RKRBlur(RecursiveAtoms(21), mixing="sum")

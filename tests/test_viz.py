@@ -85,6 +85,18 @@ def test_radius_of_pure_levels():
     torch.testing.assert_close(r[0, 0, 1], torch.tensor([1.0, 1.0, 0.0]))
 
 
+def test_radius_of_a_residual_operator_counts_its_identity():
+    """``D = I + R``: the identity weighs 1 at radius 0, so R = 0 means no blur at all."""
+    op = RKRBlur(RecursiveAtoms(5), mixing="conv1x1", residual=True)
+    gamma = torch.rand(1, 6, 4, 5) + 0.5
+    assert torch.equal(effective_blur_radius(gamma, op), torch.zeros(1, 1, 4, 5))
+    with torch.no_grad():
+        op.mixer.weight.fill_(0.1)
+    with_identity = effective_blur_radius(gamma, op)
+    op.residual = False
+    assert (with_identity > 0).all() and (with_identity < effective_blur_radius(gamma, op)).all()
+
+
 def test_defocus_map_follows_known_coefficients():
     """Acceptance 3, analytic operator: coefficient mass moves up the stack with the true radius."""
     levels = 21

@@ -89,7 +89,7 @@ def verify(
         "tensors": len(diffs),
         "identical_tensors": sum(d == 0.0 for d in diffs.values()),
         "max_abs_difference": worst,
-        "worst_tensor": max(diffs, key=diffs.get) if diffs else None,
+        "worst_tensor": max(diffs, key=diffs.get) if worst > 0 else None,
         "recipe_differences": recipe_diffs,
         "atol": atol,
         "reproduced": worst <= atol and not recipe_diffs,

@@ -108,26 +108,35 @@ def level_gains(blur: torch.nn.Module) -> torch.Tensor:
 
 
 def blur_radius_from_coefficients(
-    gamma: torch.Tensor, moments: torch.Tensor, gains: torch.Tensor | None = None
+    gamma: torch.Tensor,
+    moments: torch.Tensor,
+    gains: torch.Tensor | None = None,
+    identity_weight: float = 0.0,
 ) -> torch.Tensor:
     """Effective blur radius ``sqrt(sum_j w_j m_j)`` (N, 1, H, W) from Gamma (N, J + 1, H, W).
 
-    ``w_j`` are ``gains_j |Gamma_j|`` normalised over ``j``; a pixel whose
-    coefficients all vanish gets radius 0.
+    ``w_j`` are ``gains_j |Gamma_j|`` normalised over ``j`` and over
+    ``identity_weight``, the weight of an identity outside the maps (1 for an
+    operator ``D = I + R``); a pixel whose coefficients all vanish gets radius 0.
     """
     gamma = gamma.float().abs()
     moments = moments.to(gamma.device, torch.float32)
     weights = (
         gamma if gains is None else gamma * gains.to(gamma.device, torch.float32).view(1, -1, 1, 1)
     )
-    total = weights.sum(dim=1, keepdim=True)
+    total = weights.sum(dim=1, keepdim=True) + identity_weight
     spread = torch.einsum("nmhw,m->nhw", weights, moments).unsqueeze(1)
     return torch.sqrt((spread / total.clamp_min(1e-12)).clamp_min(0))
 
 
 def effective_blur_radius(gamma: torch.Tensor, blur: torch.nn.Module) -> torch.Tensor:
     """Effective blur radius (N, 1, H, W) of coefficient maps ``gamma`` for an ``RKRBlur`` operator."""
-    return blur_radius_from_coefficients(gamma, atom_second_moments(blur.atoms), level_gains(blur))
+    return blur_radius_from_coefficients(
+        gamma,
+        atom_second_moments(blur.atoms),
+        level_gains(blur),
+        identity_weight=1.0 if getattr(blur, "residual", False) else 0.0,
+    )
 
 
 def defocus_map(model: torch.nn.Module, blurry: torch.Tensor) -> torch.Tensor:

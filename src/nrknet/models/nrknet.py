@@ -128,6 +128,9 @@ class NRKNet(nn.Module):
     * ``symmetric_atoms`` / ``per_channel_atoms``: the 3-tap atom parameterisation
     * ``residual_gate``: ``X = Y + g (X_net - Y)`` with a learnable ``g`` starting at 0,
       so the untrained network is the identity (for short runs; ``g = 1`` is the reference)
+    * ``blur_residual``: the blur operator learned as ``D = I + R``, ``R`` starting at zero
+      (:func:`~nrknet.ops.rkr.identity_plus`), another way to start at the identity
+      (not in the paper; needs ``mixing="conv1x1"``)
     * ``init``: ``default`` (PyTorch, as the reference) | ``xavier`` (as the paper states)
 
     A factory is a callable (a class, or a Hydra ``_target_`` with ``_partial_: true``)
@@ -147,6 +150,7 @@ class NRKNet(nn.Module):
         symmetric_atoms: bool = True,
         per_channel_atoms: bool = True,
         residual_gate: bool = False,
+        blur_residual: bool = False,
         init: str = "default",
         in_channels: int = 3,
         coefficient_head: ComponentSpec | None = None,
@@ -168,6 +172,11 @@ class NRKNet(nn.Module):
             )
         if init not in INIT_MODES:
             raise ValueError(f"unknown init {init!r}; expected one of {', '.join(INIT_MODES)}")
+        if blur_residual and mixing != "conv1x1":
+            raise ValueError(
+                f"blur_residual=true needs mixing='conv1x1' (R starts at zero weights); "
+                f"got mixing={mixing!r}"
+            )
         self.num_scales = num_scales
         self.fusion = fusion
         self.num_maps = num_levels + 1
@@ -189,7 +198,7 @@ class NRKNet(nn.Module):
         else:
             atoms_factory, atoms_config = resolve_factory("atoms", atoms)
             atom_bank = _checked_atoms(atoms_factory(num_levels=num_levels), num_levels)
-        self.blur = RKRBlur(atom_bank, channels=in_channels, mixing=mixing)
+        self.blur = RKRBlur(atom_bank, channels=in_channels, mixing=mixing, residual=blur_residual)
         self.gate = nn.Parameter(torch.zeros(())) if residual_gate else None
         self.config = dict(
             width=width,
@@ -202,12 +211,15 @@ class NRKNet(nn.Module):
             symmetric_atoms=symmetric_atoms,
             per_channel_atoms=per_channel_atoms,
             residual_gate=residual_gate,
+            blur_residual=blur_residual,
             init=init,
             in_channels=in_channels,
             coefficient_head=head_config,
         )
         if init == "xavier":
             self._xavier_init()
+            if blur_residual:
+                self.blur.zero_mixing()
 
     def _xavier_init(self) -> None:
         for module in self.modules():

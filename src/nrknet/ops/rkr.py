@@ -35,6 +35,19 @@ def rkr_blur(
     return out if bias is None else out + bias.view(1, -1, 1, 1)
 
 
+def identity_plus(x: torch.Tensor, r_of_x: torch.Tensor) -> torch.Tensor:
+    """``D(T) = T + R(T)``: a blur operator learned as its difference ``R`` from the identity.
+
+    Not in the paper. The Neumann series ``D^-1 = sum_k (I - D)^k`` (eq. 8) is
+    best conditioned where ``D`` is near ``I``; starting there (``R = 0``) makes
+    every term ``(I - D)^k Y = (-R)^k Y`` vanish, so the untrained network returns
+    its input and learns the blur as a correction, without a residual gate.
+    Since ``A_0`` is the identity, eq. (11) can express ``I + R`` wherever
+    ``Gamma_0`` is constant.
+    """
+    return x + r_of_x
+
+
 class RKRBlur(nn.Module):
     """Spatially varying defocus blur ``D(T)`` built from an atom bank and coefficient maps.
 
@@ -43,22 +56,41 @@ class RKRBlur(nn.Module):
     ``3 (J + 1)`` coefficient-weighted channels (``mixing="conv1x1"``, with bias);
     ``mixing="sum"`` is the paper's form. The weighted levels are summed as the
     atom bank yields them, so the ``3 (J + 1)`` channel stack is never built.
+
+    ``residual=True`` learns the operator as its difference from the identity,
+    ``D = I + R`` with ``R`` of the form above (see :func:`identity_plus`); the
+    mixing of ``R`` starts at zero, so ``D`` starts at ``I``.
     """
 
-    def __init__(self, atoms: nn.Module, channels: int = 3, mixing: str = "conv1x1") -> None:
+    def __init__(
+        self, atoms: nn.Module, channels: int = 3, mixing: str = "conv1x1", residual: bool = False
+    ) -> None:
         super().__init__()
         if mixing not in MIXING_MODES:
             raise ValueError(
                 f"unknown mixing {mixing!r}; expected one of {', '.join(MIXING_MODES)}"
             )
+        if residual and mixing != "conv1x1":
+            raise ValueError(
+                "a residual blur operator (D = I + R) needs mixing='conv1x1', whose weights "
+                f"start R at zero; got mixing={mixing!r}"
+            )
         self.atoms = atoms
         self.channels = channels
         self.mixing = mixing
+        self.residual = residual
         self.num_maps = atoms.num_levels + 1
         if mixing == "conv1x1":
             self.mixer = nn.Conv2d(channels * self.num_maps, channels, kernel_size=1, bias=True)
+            if residual:
+                self.zero_mixing()
         else:
             self.mixer = None
+
+    def zero_mixing(self) -> None:
+        """Set the 1x1 mixing to zero (``R = 0``): the start of a residual operator."""
+        nn.init.zeros_(self.mixer.weight)
+        nn.init.zeros_(self.mixer.bias)
 
     def forward(self, x: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
         """Apply ``D`` to ``x`` (N, 3, H, W) with coefficient maps (N, J + 1, H, W)."""
@@ -71,8 +103,11 @@ class RKRBlur(nn.Module):
         if device_type != "meta" and torch.is_autocast_enabled(device_type):
             # Mixed precision: the operator sums J + 1 filtered levels, so it runs in float32.
             with torch.autocast(device_type, enabled=False):
-                return self.compute(x.float(), coefficients.float())
-        return self.compute(x, coefficients)
+                x, coefficients = x.float(), coefficients.float()
+                out = self.compute(x, coefficients)
+                return identity_plus(x, out) if self.residual else out
+        out = self.compute(x, coefficients)
+        return identity_plus(x, out) if self.residual else out
 
     def compute(self, x: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
         """Eq. (11) on tensors of one dtype (see :func:`rkr_blur`)."""
@@ -144,4 +179,4 @@ def explicit_spatially_varying_blur(
     bias = operator.bias()
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1).to(x.dtype)
-    return out
+    return identity_plus(x, out) if operator.residual else out
