@@ -17,7 +17,7 @@ from nrknet.train import train
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("experiment", ["release_cpu", "release_cpu_unet"])
+@pytest.mark.parametrize("experiment", ["release_cpu", "release_cpu_unet", "release_cpu_residual"])
 def test_release_recipe_reruns_to_the_same_weights(compose_train, tmp_path, experiment, one_thread):
     states = []
     for run in ("first", "second"):
