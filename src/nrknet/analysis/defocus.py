@@ -135,7 +135,7 @@ def effective_blur_radius(gamma: torch.Tensor, blur: torch.nn.Module) -> torch.T
         gamma,
         atom_second_moments(blur.atoms),
         level_gains(blur),
-        identity_weight=1.0 if getattr(blur, "residual", False) else 0.0,
+        identity_weight=1.0 if blur.residual else 0.0,
     )
 
 

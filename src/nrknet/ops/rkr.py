@@ -103,9 +103,11 @@ class RKRBlur(nn.Module):
         if device_type != "meta" and torch.is_autocast_enabled(device_type):
             # Mixed precision: the operator sums J + 1 filtered levels, so it runs in float32.
             with torch.autocast(device_type, enabled=False):
-                x, coefficients = x.float(), coefficients.float()
-                out = self.compute(x, coefficients)
-                return identity_plus(x, out) if self.residual else out
+                return self.operator(x.float(), coefficients.float())
+        return self.operator(x, coefficients)
+
+    def operator(self, x: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+        """``D(x)``: eq. (11), plus the identity for a residual operator."""
         out = self.compute(x, coefficients)
         return identity_plus(x, out) if self.residual else out
 
