@@ -25,6 +25,15 @@ FILES = ROOT / "src" / "nrknet" / "weights" / "files"
 REGISTRY = ROOT / "src" / "nrknet" / "weights" / "registry.yaml"
 
 
+def read_run(run_dir: Path, ckpt: str = "last") -> tuple[Path, dict, dict | None]:
+    """A training run's checkpoint file, its contents, and its Hydra config (``None`` if absent)."""
+    source = run_dir / "checkpoints" / f"{ckpt}.ckpt"
+    lightning = torch.load(source, map_location="cpu", weights_only=False)
+    config_file = run_dir / ".hydra" / "config.yaml"
+    recipe = yaml.safe_load(config_file.read_text()) if config_file.is_file() else None
+    return source, lightning, recipe
+
+
 def package(
     run_dir: Path, name: str, ckpt: str = "last", files_dir: Path = FILES
 ) -> tuple[Path, dict]:
@@ -32,11 +41,8 @@ def package(
     from nrknet.checkpoint import load_model, save_model
     from nrknet.weights.download import sha256_of
 
-    source = run_dir / "checkpoints" / f"{ckpt}.ckpt"
+    source, lightning, recipe = read_run(run_dir, ckpt)
     model = load_model(source)
-    lightning = torch.load(source, map_location="cpu", weights_only=False)
-    config_file = run_dir / ".hydra" / "config.yaml"
-    recipe = yaml.safe_load(config_file.read_text()) if config_file.is_file() else None
     target = files_dir / f"{name}.ckpt"
     save_model(
         model,

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
+from package import read_run
 
 # Where a run writes, not how it trains: these may differ between a run and its rerun.
 RUN_SPECIFIC_KEYS = ("paths", "hydra", "ckpt_path", "logger")
@@ -68,17 +68,14 @@ def verify(
     from nrknet.checkpoint import load_model
     from nrknet.weights import resolve_checkpoint
 
-    source = run_dir / "checkpoints" / f"{ckpt}.ckpt"
+    source, lightning, recipe = read_run(run_dir, ckpt)
     bundled_file = resolve_checkpoint(name, registry=registry, home=home)
     rerun_model = load_model(source)
     bundled_model = load_model(bundled_file)
     diffs = tensor_differences(rerun_model.state_dict(), bundled_model.state_dict())
-    lightning = torch.load(source, map_location="cpu", weights_only=False)
     release = torch.load(bundled_file, map_location="cpu", weights_only=False)["nrknet"].get(
         "release", {}
     )
-    config_file = run_dir / ".hydra" / "config.yaml"
-    recipe = yaml.safe_load(config_file.read_text()) if config_file.is_file() else None
     recipe_diffs = recipe_differences(recipe, release.get("recipe"))
     worst = max(diffs.values(), default=0.0)
     return {
