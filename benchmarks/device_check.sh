@@ -29,5 +29,9 @@ cp benchmarks/results/gpu.json "$OUT/" 2>/dev/null
   2>&1 | tail -25 | tee "$OUT/train_gpu.log"
 # nrknet-predict on a 24 MP 16-bit image: float32, --half, --batch 4
 [ -n "${SKIP_PREDICT:-}" ] || timeout 240 python3 benchmarks/device_predict.py "$OUT/predict_gpu.json"
+# the training loader on this machine's cores: decoded vs data.cache=ram, per worker and at the
+# DPDD config's worker count (target: twice the compiled step rate, 320 samples/s)
+[ -n "${SKIP_DATA:-}" ] || { timeout 150 python3 benchmarks/run_all.py --only data \
+  && cp benchmarks/results/data.json "$OUT/data_device.json"; }
 # concurrent sweep jobs on one GPU: aggregate images/s of a study with 1, 2, 4 and 8 jobs at once
 [ -n "${SKIP_SWEEP:-}" ] || timeout 300 python3 benchmarks/bench_sweep.py --size gpu 2>&1 | tail -60 | tee "$OUT/sweep_gpu.log"
