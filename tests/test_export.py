@@ -108,6 +108,18 @@ def test_variant_onnx_matches_pytorch_at_two_sizes(name, tmp_path, one_thread):
         assert max_difference(model, graph, size) < TOLERANCE, size
 
 
+def test_residual_blur_operator_onnx_matches_pytorch(tmp_path, one_thread):
+    # the model of the bundled nrknet-synthetic; R's mixing starts at zero, so give it weights
+    torch.manual_seed(0)
+    model = NRKNet(**variant_kwargs("nrknet_small_residual")).eval()
+    assert model.blur.residual and model.gate is None
+    torch.nn.init.normal_(model.blur.mixer.weight, std=0.05)
+    export_onnx(model, tmp_path / "residual.onnx")
+    graph = session(tmp_path / "residual.onnx")
+    for size in SIZES:
+        assert max_difference(model, graph, size) < TOLERANCE, size
+
+
 def test_existing_output_and_unknown_checkpoint_are_one_line_errors(exported, capsys):
     _, folder = exported
     assert export_main([str(folder / "w8.ckpt"), str(folder / "w8.onnx")]) == 2

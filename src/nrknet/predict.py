@@ -60,8 +60,8 @@ from pathlib import Path
 
 PROG = "nrknet-predict"
 #: The model used without --ckpt: bundled with the package (nrknet/weights/files/). The bundled
-#: NRKNet (nrknet-synthetic) has not converged in its CPU budget and returns its input almost
-#: unchanged; the U-Net trained by the same recipe does deblur (docs/pretrained.md).
+#: NRKNet (nrknet-synthetic) is level with it on the synthetic test split and gains less on a real
+#: photograph defocused by the renderer (docs/pretrained.md).
 DEFAULT_MODEL = "unet-synthetic"
 
 
