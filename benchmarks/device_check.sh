@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks in one run, for a machine with a CUDA device and PyTorch but without this
 # project's other dependencies: wheels in .whl/ (kornia, kornia_rs, hydra-core, omegaconf,
-# antlr4, torchdata, psutil, joblib, hydra-joblib-launcher) are installed to /tmp/site.
+# antlr4, torchdata, psutil, joblib, hydra-joblib-launcher; benchmarks/device_wheels.sh downloads
+# them) are installed to /tmp/site.
 # Writes to $OUT (or benchmarks/results). Each part can be skipped with SKIP_<PART>=1.
 set -uo pipefail
 OUT=${OUT:-benchmarks/results}
