@@ -6,6 +6,7 @@
 # Writes to $OUT (or benchmarks/results). Each part can be skipped with SKIP_<PART>=1.
 set -uo pipefail
 OUT=${OUT:-benchmarks/results}
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)  # absolute: one part runs from experiments/
 if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
@@ -21,6 +22,10 @@ python3 -c "import torch, lightning, kornia, hydra; print('torch', torch.__versi
   NRKNET_BENCH_COMPILE_BUDGET_S=${COMPILE_BUDGET_S:-240} NRKNET_BENCH_PARTIAL="$OUT/gpu_partial.json" \
   timeout 540 python3 benchmarks/run_all.py --only gpu 2>&1 | tee "$OUT/gpu.log"
 cp benchmarks/results/gpu.json "$OUT/" 2>/dev/null
+# GPU-hours of each paper study at the rates just measured (the README's table)
+[ -n "${SKIP_BENCH:-}" ] || (cd experiments && timeout 60 python3 cost.py --markdown table1_dpdd \
+  table2_lfdof table3_rkr table4_pipeline table5_losses atoms_J --gpu "$OUT/gpu.json" \
+  --precision bf16-mixed) > "$OUT/study_cost.md" 2>&1
 # nrknet-train end to end on the GPU with bf16 mixed precision (tiny synthetic set; compile: auto
 # compiles the regions, as in a real GPU run)
 [ -n "${SKIP_TRAIN:-}" ] || timeout 240 python3 -m nrknet.train experiment=quickstart trainer=gpu trainer.precision=bf16-mixed \

@@ -1,0 +1,168 @@
+"""GPU-hours of each study's training at the speed measured on a GPU (``gpu.json``).
+
+    python experiments/cost.py [STUDY ...] [--gpu benchmarks/results/gpu.json]
+                               [--precision bf16-mixed] [--markdown]
+
+For each row of a study (``experiments/<study>/table.yaml``), composed as
+``make sweep`` runs it:
+
+* crops = ``trainer.max_epochs`` x training pairs (one crop per pair per
+  epoch; DPDD has 350 training pairs, LFDOF 11,261, a rendered set
+  ``data.num_train``);
+* the row's speed = the measured training rate x (MACs of the measured model
+  / MACs of the row's model), both counted for one crop on the meta device;
+  the measured model is NRKNet at full width on 256x256 crops;
+* GPU-hours = crops / speed / 3600, for one job alone on one GPU.
+
+The rate is the compiled bf16 rate at the row's batch size when ``gpu.json``
+holds one (and the precision is ``bf16-mixed``), else the eager rate at the
+row's precision (measured at batch 8). Validation and test are not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from study import StudyError, known_studies, load_study
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "conf"
+GPU_RESULTS = ROOT / "benchmarks" / "results" / "gpu.json"
+#: training pairs of the benchmark datasets (docs/datasets.md)
+TRAINING_PAIRS = {"DPDDDataModule": 350, "LFDOFDataModule": 11_261}
+MEASURED_MODEL = "model=nrknet"  # the network bench_gpu.py times
+MEASURED_CROP = 256
+
+
+@dataclass
+class RowCost:
+    label: str
+    crops: int
+    relative_cost: float  # MACs per crop against the measured model
+    images_per_s: float
+    rate_source: str
+
+    @property
+    def gpu_hours(self) -> float:
+        return self.crops / self.images_per_s / 3600
+
+
+def compose_row(overrides: list[str]) -> DictConfig:
+    """``conf/train.yaml`` with a row's overrides, as ``nrknet-train`` composes it."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def training_pairs(data: DictConfig) -> int:
+    kind = str(data._target_).rsplit(".", 1)[-1]
+    if kind == "SyntheticDataModule":
+        return int(data.num_train)
+    if kind not in TRAINING_PAIRS:
+        raise StudyError(
+            f"data._target_ {data._target_}: no training-set size known for {kind}; "
+            f"expected one of {', '.join([*TRAINING_PAIRS, 'SyntheticDataModule'])}"
+        )
+    return TRAINING_PAIRS[kind]
+
+
+def macs_per_crop(model: DictConfig, crop: int) -> float:
+    """Multiply-accumulates of one forward pass on a ``crop`` x ``crop`` image."""
+    with torch.device("meta"):
+        network = instantiate(model)
+        x = torch.empty(1, 3, crop, crop)
+    with FlopCounterMode(display=False) as counter:
+        network(x)
+    return counter.get_total_flops() / 2
+
+
+def measured_rate(gpu: dict, precision: str, batch: int) -> tuple[float, str]:
+    """Training images/s from ``gpu.json`` for this precision and batch, and where it came from."""
+    compiled = gpu.get("compile", {}).get(f"training_bf16_batch{batch}", {}).get("compiled")
+    if precision == "bf16-mixed" and compiled and "images_per_s" in compiled:
+        return compiled["images_per_s"], f"compiled, bf16, batch {batch}"
+    eager = gpu.get("training", {}).get(precision)
+    if not eager or "images_per_s" not in eager:
+        measured = ", ".join(gpu.get("training", {})) or "none"
+        raise StudyError(
+            f"gpu.json has no training rate for precision {precision!r} (measured: {measured})"
+        )
+    return eager["images_per_s"], f"eager, {precision}, batch {gpu['training'].get('shape', '?')}"
+
+
+def study_costs(study: str, gpu: dict, precision: str | None = None) -> list[RowCost]:
+    reference_macs = macs_per_crop(compose_row([MEASURED_MODEL]).model, MEASURED_CROP)
+    costs = []
+    for row in load_study(study)["rows"]:
+        cfg = compose_row([f"{key}={value}" for key, value in row["settings"].items()])
+        crops = int(cfg.trainer.max_epochs) * training_pairs(cfg.data)
+        relative = macs_per_crop(cfg.model, int(cfg.data.crop_size)) / reference_macs
+        rate, source = measured_rate(
+            gpu, precision or str(cfg.trainer.precision), int(cfg.data.batch_size)
+        )
+        costs.append(RowCost(row["label"], crops, relative, rate / relative, source))
+    return costs
+
+
+def hours(value: float) -> str:
+    return f"{value:,.1f}" if value >= 1 else f"{value:.2f}"
+
+
+def render(study: str, costs: list[RowCost], markdown: bool) -> str:
+    total = sum(c.gpu_hours for c in costs)
+    lines = [f"{study}: {hours(total)} GPU-hours in {len(costs)} runs"]
+    if markdown:
+        lines = [
+            f"| {study} | row | crops | cost vs measured model | images/s | rate | GPU-hours |",
+            "|---|---|---|---|---|---|---|",
+        ]
+    for c in costs:
+        cells = [c.label, f"{c.crops:,}", f"{c.relative_cost:.2f}x", f"{c.images_per_s:.1f}"]
+        cells += [c.rate_source, hours(c.gpu_hours)]
+        lines.append("| | " + " | ".join(cells) + " |" if markdown else "  " + "; ".join(cells))
+    if markdown:
+        lines.append(f"| | **total** | | | | | **{hours(total)}** |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cost", description=__doc__.split("\n")[0])
+    parser.add_argument("studies", nargs="*", help=f"default: all ({', '.join(known_studies())})")
+    parser.add_argument("--gpu", type=Path, default=GPU_RESULTS, help="a bench_gpu.py result")
+    parser.add_argument("--precision", help="instead of each row's trainer.precision")
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        gpu = json.loads(args.gpu.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"cost: {args.gpu}: cannot read a GPU benchmark result ({exc})", file=sys.stderr)
+        return 2
+    if "training" not in gpu:
+        reason = gpu.get("skipped", "no 'training' key")
+        print(f"cost: {args.gpu}: no training rates in it ({reason})", file=sys.stderr)
+        return 2
+    machine = gpu.get("machine", {})
+    print(
+        f"rates measured on {gpu.get('device')} ({machine.get('date', '?')}, torch {gpu.get('torch')})"
+    )
+    try:
+        for study in args.studies or known_studies():
+            print(render(study, study_costs(study, gpu, args.precision), args.markdown))
+    except StudyError as exc:
+        print(f"cost: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""``experiments/cost.py``: GPU-hours of a study's training from a measured rate."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+import cost  # noqa: E402
+from study import StudyError  # noqa: E402
+
+EAGER = {"32-true": {"images_per_s": 10.0}, "shape": "8x3x256x256"}
+
+
+def test_gpu_hours_are_crops_over_the_measured_rate_scaled_by_model_cost():
+    rows = {c.label: c for c in cost.study_costs("table1_dpdd", {"training": EAGER})}
+    nrknet, unet = rows["NRKNet"], rows["U-Net baseline (same recipe)"]
+    # the paper's DPDD run: 4000 epochs of one crop from each of the 350 training pairs
+    assert nrknet.crops == unet.crops == 4000 * 350
+    assert nrknet.relative_cost == pytest.approx(1.0)  # the network that was timed
+    assert nrknet.gpu_hours == pytest.approx(4000 * 350 / 10.0 / 3600)
+    assert 0 < unet.relative_cost < 0.5 and unet.gpu_hours < nrknet.gpu_hours
+    assert nrknet.rate_source.startswith("eager, 32-true")
+
+
+def test_the_compiled_rate_at_the_rows_batch_is_preferred_for_bf16():
+    gpu = {
+        "training": {**EAGER, "bf16-mixed": {"images_per_s": 20.0}},
+        "compile": {"training_bf16_batch4": {"compiled": {"images_per_s": 100.0}}},
+    }
+    (row,) = [c for c in cost.study_costs("table3_rkr", gpu, "bf16-mixed") if c.label == "RKR"]
+    assert row.images_per_s == pytest.approx(100.0)  # the paper's batch is 4
+    assert row.rate_source == "compiled, bf16, batch 4"
+    with pytest.raises(StudyError, match="no training rate for precision '16-mixed'"):
+        cost.study_costs("table3_rkr", gpu, "16-mixed")
+
+
+def test_a_synthetic_study_counts_its_rendered_pairs():
+    pairs = cost.training_pairs(
+        OmegaConf.create({"_target_": "x.SyntheticDataModule", "num_train": 96})
+    )
+    assert pairs == 96
+    with pytest.raises(StudyError, match="no training-set size known for MyDataModule"):
+        cost.training_pairs(OmegaConf.create({"_target_": "mine.MyDataModule"}))
+
+
+def test_command_line_prints_each_study_and_refuses_a_result_without_rates(tmp_path, capsys):
+    gpu = tmp_path / "gpu.json"
+    gpu.write_text(json.dumps({"device": "Test GPU", "training": EAGER}))
+    assert cost.main(["table1_dpdd", "--gpu", str(gpu), "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "Test GPU" in out and "| table1_dpdd |" in out and "**total**" in out
+    gpu.write_text(json.dumps({"skipped": "no CUDA device"}))
+    assert cost.main(["table1_dpdd", "--gpu", str(gpu)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no training rates" in err
+    assert cost.main(["table1_dpdd", "--gpu", str(tmp_path / "absent.json")]) == 2
+    assert "absent.json: cannot read" in capsys.readouterr().err
+    gpu.write_text(json.dumps({"device": "Test GPU", "training": EAGER}))
+    assert cost.main(["no_such_study", "--gpu", str(gpu)]) == 2
+    assert "unknown study 'no_such_study'" in capsys.readouterr().err
