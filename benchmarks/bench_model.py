@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from nrknet.accel import accelerate
+from nrknet.analysis.complexity import forward_macs
 from nrknet.models.nrknet import NRKNet, count_parameters
 from nrknet.ops.atoms import RecursiveAtoms
 from nrknet.ops.rkr import RKRBlur, explicit_spatially_varying_blur
@@ -33,14 +33,9 @@ print(json.dumps({{"inference_s": elapsed, "peak_rss_mb": resource.getrusage(res
 
 
 def macs(width: int = 64, height: int = 720, img_width: int = 1280) -> float:
-    """Multiply-accumulates of one inference, counted by torch.utils.flop_counter on the meta device."""
-    with torch.device("meta"):
-        model = NRKNet(width=width).eval()
-        x = torch.empty(1, 3, height, img_width)
+    """Multiply-accumulates of one inference, counted on the meta device."""
     # The plain model: the accelerated inference path recomputes halo rows between bands.
-    with FlopCounterMode(display=False) as counter:
-        model(x)
-    return counter.get_total_flops() / 2
+    return forward_macs(lambda: NRKNet(width=width), height, img_width)
 
 
 def rkr_vs_explicit(size: int = 512, band_rows: int = 16, repeats: int = 3) -> dict:

@@ -27,13 +27,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from study import StudyError, known_studies, load_study
-from torch.utils.flop_counter import FlopCounterMode
+
+from nrknet.analysis.complexity import forward_macs
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "conf"
@@ -78,12 +78,7 @@ def training_pairs(data: DictConfig) -> int:
 
 def macs_per_crop(model: DictConfig, crop: int) -> float:
     """Multiply-accumulates of one forward pass on a ``crop`` x ``crop`` image."""
-    with torch.device("meta"):
-        network = instantiate(model)
-        x = torch.empty(1, 3, crop, crop)
-    with FlopCounterMode(display=False) as counter:
-        network(x)
-    return counter.get_total_flops() / 2
+    return forward_macs(lambda: instantiate(model), crop, crop)
 
 
 def measured_rate(gpu: dict, precision: str, batch: int) -> tuple[float, str]:

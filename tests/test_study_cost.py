@@ -63,3 +63,12 @@ def test_command_line_prints_each_study_and_refuses_a_result_without_rates(tmp_p
     gpu.write_text(json.dumps({"device": "Test GPU", "training": EAGER}))
     assert cost.main(["no_such_study", "--gpu", str(gpu)]) == 2
     assert "unknown study 'no_such_study'" in capsys.readouterr().err
+
+
+def test_forward_macs_counts_a_convolution_exactly_without_allocating():
+    from torch import nn
+
+    from nrknet.analysis.complexity import forward_macs
+
+    macs = forward_macs(lambda: nn.Conv2d(3, 8, 3, padding=1, bias=False), 10, 12)
+    assert macs == 8 * 3 * 9 * 10 * 12  # out x in x taps x pixels
