@@ -116,6 +116,26 @@ def test_file_and_glob_inputs_with_tiling(photo_folder, tmp_path, ckpt, capsys):
     assert np.abs(a - b).max() <= 7  # 1e-4 of the 16-bit range
 
 
+@pytest.mark.parametrize("tile", [None, 32], ids=["whole", "tiled"])
+def test_defocus_map_file_is_the_analysis_radius_for_a_residual_operator(tmp_path, tile):
+    # D = I + R counts the identity as weight at radius 0; the written map must too
+    from nrknet.analysis.defocus import defocus_map
+
+    torch.manual_seed(0)
+    model = NRKNet(width=8, residual_gate=False, blur_residual=True).eval()
+    torch.nn.init.normal_(model.blur.mixer.weight, std=0.2)  # R = 0 would make any weighting equal
+    save_model(model, tmp_path / "residual.ckpt")
+    bgr8 = (_scene(48, 64)[:, :, ::-1] * 255 + 0.5).astype(np.uint8)
+    _write(tmp_path / "in" / "a.png", bgr8)
+    extra = [] if tile is None else ["--tile", str(tile), "--overlap", "8"]
+    args = [str(tmp_path / "in" / "a.png"), "--out", str(tmp_path / "out"), "--ckpt"]
+    assert main([*args, str(tmp_path / "residual.ckpt"), "--defocus-map", "--quiet", *extra]) == 0
+    written = cv2.imread(str(tmp_path / "out" / "a.defocus.png"), cv2.IMREAD_UNCHANGED) / 1000
+    rgb = torch.from_numpy(bgr8[:, :, ::-1].copy()).permute(2, 0, 1)[None].float() / 255
+    expected = defocus_map(model, rgb)[0, 0].numpy()
+    assert np.abs(written - expected).max() < 1e-3  # the file holds thousandths of a pixel
+
+
 def test_defocus_map_and_figures(photo_folder, tmp_path, ckpt, capsys):
     out = tmp_path / "out"
     args = [str(photo_folder / "a.jpg"), "--out", str(out), "--ckpt", str(ckpt)]

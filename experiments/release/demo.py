@@ -33,21 +33,50 @@ def sharp_photo() -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
 
 
-def defocused(sharp: np.ndarray, max_coc: float = 8.0) -> np.ndarray:
-    """The photograph seen by a lens focused on the face: depth ramps away above and below it."""
-    from nrknet.data.synthetic import render_defocus
+FOCUS = 3.0  # the depth of the face, in focus
 
-    height = sharp.shape[0]
+
+def inverse_depth(height: int) -> np.ndarray:
+    """Inverse depth per row (height, 1): 1/3 at the face, 1/10 at the top, 1/1.5 at the bottom."""
     rows = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None]
     face = 0.42  # the row of the face, as a fraction of the height
-    # inverse depth: 1/3 at the face, falling to 1/10 at the top and rising to 1/1.5 at the bottom
-    inverse = np.where(
+    return np.where(
         rows < face,
         1 / 3 - (1 / 3 - 1 / 10) * (face - rows) / face,
         1 / 3 + (1 / 1.5 - 1 / 3) * (rows - face) / (1 - face),
     )
-    depth = np.broadcast_to(1.0 / inverse, sharp.shape[:2]).astype(np.float32)
-    return render_defocus(sharp, depth, focus=3.0, max_coc=max_coc, num_layers=24)
+
+
+def defocused(sharp: np.ndarray, max_coc: float = 8.0) -> np.ndarray:
+    """The photograph seen by a lens focused on the face: depth ramps away above and below it."""
+    from nrknet.data.synthetic import render_defocus
+
+    depth = np.broadcast_to(1.0 / inverse_depth(sharp.shape[0]), sharp.shape[:2])
+    return render_defocus(
+        sharp, depth.astype(np.float32), focus=FOCUS, max_coc=max_coc, num_layers=24
+    )
+
+
+def map_agreement(radius: np.ndarray) -> tuple[float, float]:
+    """How a defocus map (height, width) follows the rendered blur, which varies by row only.
+
+    Returns the Spearman correlation of its row means with the circle of confusion
+    (proportional to ``|1/depth - 1/focus|``), and the share of its variance that lies
+    between rows (the rest varies where the true blur does not: edges and texture).
+    """
+    from scipy.stats import spearmanr
+
+    blur = np.abs(inverse_depth(radius.shape[0])[:, 0] - 1 / FOCUS)
+    row_means = radius.mean(axis=1)
+    return float(spearmanr(row_means, blur).statistic), float(row_means.var() / radius.var())
+
+
+def sharpness_deficit(image: np.ndarray) -> np.ndarray:
+    """A blur cue that needs no network: minus the local mean of |Laplacian| of the grey image."""
+    from scipy import ndimage
+
+    grey = image.astype(np.float64).mean(axis=2)
+    return -ndimage.uniform_filter(np.abs(ndimage.laplace(grey)), size=9)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -110,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         defocus_color = np.asarray(
             Image.open(Path(tmp) / "map" / "hopper.defocus_color.png").convert("RGB")
         )
+        radius = np.asarray(Image.open(Path(tmp) / "map" / "hopper.defocus.png"), np.float64) / 1000
     whole = (psnr(to8(blurry), to8(sharp)), psnr(deblurred, to8(sharp)))
     crop = (410, 580, 150, 390)  # the uniform and medals, well below the focal plane
     names = (args.model, args.defocus_model)
@@ -117,6 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     gain = whole[1] - whole[0]
     print(f"whole image: blurry {whole[0]:.2f} dB, {args.model} {whole[1]:.2f} dB ({gain:+.2f})")
     print(f"crop: blurry {scores[0]:.2f} dB, {args.model} {scores[1]:.2f} dB; wrote {args.out}")
+    correlation, between = map_agreement(radius)
+    print(
+        f"defocus map of {args.defocus_model}: row means vs the rendered blur, Spearman "
+        f"{correlation:.3f}; {between:.0%} of its variance between rows"
+    )
+    reference, _ = map_agreement(sharpness_deficit(to8(blurry)))
+    print(f"for comparison, the input's missing local contrast alone: Spearman {reference:.3f}")
     return 0
 
 

@@ -26,13 +26,14 @@ Drawing and saving these maps is :mod:`nrknet.viz`'s business.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
 __all__ = [
     "atom_second_moments",
     "blur_radius_from_coefficients",
+    "blur_radius_function",
     "capture_coefficients",
     "defocus_map",
     "effective_blur_radius",
@@ -129,14 +130,17 @@ def blur_radius_from_coefficients(
     return torch.sqrt((spread / total.clamp_min(1e-12)).clamp_min(0))
 
 
+def blur_radius_function(blur: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """:func:`effective_blur_radius` for one ``RKRBlur`` operator, its moments and gains computed
+    once (for the many windows of a tiled image)."""
+    moments, gains = atom_second_moments(blur.atoms), level_gains(blur)
+    identity_weight = 1.0 if blur.residual else 0.0
+    return lambda gamma: blur_radius_from_coefficients(gamma, moments, gains, identity_weight)
+
+
 def effective_blur_radius(gamma: torch.Tensor, blur: torch.nn.Module) -> torch.Tensor:
     """Effective blur radius (N, 1, H, W) of coefficient maps ``gamma`` for an ``RKRBlur`` operator."""
-    return blur_radius_from_coefficients(
-        gamma,
-        atom_second_moments(blur.atoms),
-        level_gains(blur),
-        identity_weight=1.0 if blur.residual else 0.0,
-    )
+    return blur_radius_function(blur)(gamma)
 
 
 def defocus_map(model: torch.nn.Module, blurry: torch.Tensor) -> torch.Tensor:

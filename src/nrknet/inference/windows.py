@@ -6,12 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from nrknet.analysis.defocus import (
-    atom_second_moments,
-    blur_radius_from_coefficients,
-    capture_coefficients,
-    level_gains,
-)
+from nrknet.analysis.defocus import blur_radius_function, capture_coefficients
 
 __all__ = ["WindowFunction"]
 
@@ -36,8 +31,7 @@ class WindowFunction:
         self.defocus = defocus
         self.levels = list(levels)
         if defocus:
-            self.moments = atom_second_moments(model.blur.atoms)
-            self.gains = level_gains(model.blur)
+            self.blur_radius = blur_radius_function(model.blur)
 
     @property
     def channels(self) -> int:
@@ -58,7 +52,7 @@ class WindowFunction:
         gamma = captured.pop("gamma")[..., : y.shape[-2], : y.shape[-1]]
         parts = [y]
         if self.defocus:
-            parts.append(blur_radius_from_coefficients(gamma, self.moments, self.gains).to(y.dtype))
+            parts.append(self.blur_radius(gamma).to(y.dtype))
         if self.levels:
             parts.append(gamma[:, self.levels].to(y.dtype))
         del gamma
