@@ -18,6 +18,7 @@ from nrknet.weights import Registry, resolve_checkpoint
 from nrknet.weights.registry import REGISTRY_FILE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "release"))
+import demo  # noqa: E402
 import package  # noqa: E402
 import score  # noqa: E402
 import verify  # noqa: E402
@@ -130,3 +131,22 @@ def test_verify_cli_refuses_a_missing_checkpoint_in_one_line(run_dir, tmp_path, 
     with pytest.raises(SystemExit):
         verify.main([str(tmp_path / "missing"), "unet-synthetic"])
     assert "no such checkpoint" in capsys.readouterr().err
+
+
+def test_map_agreement_scores_a_defocus_map_against_the_rendered_blur():
+    height, width = 120, 40
+    blur = np.abs(demo.inverse_depth(height) - 1 / demo.FOCUS)  # (height, 1), by row only
+    correlation, between = demo.map_agreement(np.repeat(blur, width, axis=1))
+    assert correlation == pytest.approx(1.0) and between == pytest.approx(1.0)
+    texture = np.random.default_rng(0).random((height, width))  # no blur information at all
+    correlation, between = demo.map_agreement(texture)
+    assert abs(correlation) < 0.3 and between < 0.1
+
+
+def test_demo_draws_the_figure_and_scores_it(tmp_path, capsys):
+    assert demo.main(["--out", str(tmp_path / "demo.png")]) == 0
+    assert Image.open(tmp_path / "demo.png").size[0] > 1000
+    out = capsys.readouterr().out
+    gain = float(out.split("dB (")[1].split(")")[0])
+    assert gain > 0.2  # the default bundled model deblurs the defocused photograph
+    assert "Spearman" in out and "for comparison" in out

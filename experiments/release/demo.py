@@ -10,7 +10,9 @@ deblurs it with ``--model`` (default: the one it uses without ``--ckpt``), and
 draws the defocus map of ``--defocus-model`` (an NRKNet; default
 ``nrknet-synthetic``). The figure shows a crop of the blurry input, the
 output and the sharp photograph, and the defocus map of the whole image; the
-PSNR of the crops is printed and drawn.
+PSNR of the crops is printed and drawn. Since the rendered blur is known, the
+defocus map is scored against it too (:func:`map_agreement`), beside a cue
+that needs no network (:func:`sharpness_deficit`).
 """
 
 from __future__ import annotations
