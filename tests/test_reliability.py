@@ -134,6 +134,15 @@ def test_sigkill_then_resume_completes_with_same_step_count(
     env = child_env()
     if moment == "while_writing_checkpoint":
         env = child_env(NRKNET_TEST_SLOW_SAVE="2", NRKNET_TEST_MARKER=str(marker))
+    elif moment == "late_in_training":
+        # stall before the end-of-epoch checkpoint of the last epoch but one: a kill there
+        # lands late in training whatever the machine's speed
+        late_step = (EPOCHS - 1) * uninterrupted_steps // EPOCHS
+        env = child_env(
+            NRKNET_TEST_STOP_AT_STEP=str(late_step),
+            NRKNET_TEST_STOP="before",
+            NRKNET_TEST_MARKER=str(marker),
+        )
     proc = subprocess.Popen(
         child_command(synthetic_data_dir, run_dir),
         env=env,
@@ -144,11 +153,8 @@ def test_sigkill_then_resume_completes_with_same_step_count(
     try:
         if moment == "after_first_checkpoint":
             wait_for(lambda: last_step(run_dir) > 0, proc)
-        elif moment == "while_writing_checkpoint":
-            wait_for(marker.exists, proc)
         else:
-            wait_for(lambda: last_step(run_dir) >= uninterrupted_steps // 2, proc)
-            time.sleep(0.7)
+            wait_for(marker.exists, proc)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
@@ -156,6 +162,8 @@ def test_sigkill_then_resume_completes_with_same_step_count(
     assert_checkpoints_complete(run_dir)
     assert not (run_dir / "metrics.json").exists()
     killed_at = last_step(run_dir)
+    if moment == "late_in_training":
+        assert killed_at >= uninterrupted_steps // 2
 
     run_to_completion(child_command(synthetic_data_dir, run_dir, "auto_resume=true"), child_env())
     metrics = json.loads((run_dir / "metrics.json").read_text())
