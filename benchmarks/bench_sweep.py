@@ -1,14 +1,17 @@
-"""Concurrent sweep jobs: aggregate training throughput of one study with N jobs at once.
+"""Concurrent sweep jobs: aggregate training throughput of one GPU with N jobs at once.
 
-Runs the same jobs (a study's rows x seeds, short training on synthetic data, no validation
-or test) as one Hydra multirun for each N: ``hydra/launcher=parallel hydra.launcher.n_jobs=N``,
-N = 1 being Hydra's sequential launcher. Then reads every job's folder: images trained =
-``global_step`` (metrics.json) x ``data.batch_size`` (.hydra/config.yaml); a job runs from the
-writing of .hydra/config.yaml to that of metrics.json. Aggregate images/s = all jobs' images /
-(last job's end - first job's start).
+For each N, N jobs of one experiment (seeds 0..N-1, so that every job does the same work) run
+as one Hydra multirun: ``hydra/launcher=parallel hydra.launcher.n_jobs=N``, N = 1 being
+Hydra's sequential launcher. Each job loads :class:`benchmarks.sweep_timing.SteadyStateTimer`:
+after a warm-up (start-up, compilation) the jobs of a wave wait for one another, then time
+their steps. The aggregate images/s is that of the window in which all N trained at once
+(:func:`benchmarks.sweep_timing.steady_throughput`); a long sweep pays start-up and
+compilation once per job, so they are reported apart (``span_s``: first job's start to last
+job's end, from its files).
 
-* ``--size gpu`` (the default where CUDA is present): the full-width model, 256x256 crops,
-  batch 4, all jobs on one GPU (``CUDA_VISIBLE_DEVICES`` picks it), N = 1, 2, 4, 8;
+* ``--size gpu`` (the default where CUDA is present): ``table3_rkr`` (the full model),
+  256x256 crops, batch 4, ``bf16-mixed``, compiled regions (``trainer=gpu``'s default), all
+  jobs on one GPU (``CUDA_VISIBLE_DEVICES`` picks it), N = 1, 2, 4, 8;
 * ``--size tiny`` (the default on a CPU): width 4, 32x32 crops, N = 1, 2.
 
 Usage: python benchmarks/bench_sweep.py [--size tiny|gpu] [--jobs 1,2] [--steps 5]
@@ -28,15 +31,15 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
+sys.path.insert(0, str(ROOT))
 
-from study import load_study, sweep_overrides  # noqa: E402
+from benchmarks.sweep_timing import RECORD, steady_throughput  # noqa: E402
 
 SIZES = {
     "tiny": {
-        "study": "table3_rkr",
-        "seeds": 1,
-        "steps": 3,
+        "experiment": "table3_rkr",
+        "warmup_steps": 2,
+        "steps": 4,
         "jobs": (1, 2),
         "data": {"num_train": 8, "num_val": 1, "num_test": 1, "size": 64, "max_coc": 4},
         "overrides": [
@@ -48,13 +51,14 @@ SIZES = {
         ],
     },
     "gpu": {
-        "study": "table3_rkr",
-        "seeds": 2,  # 4 rows x 2 seeds: 8 jobs, so that every N divides them
-        "steps": 200,
+        "experiment": "table3_rkr",
+        "warmup_steps": 5,
+        "steps": 100,
         "jobs": (1, 2, 4, 8),
         "data": {"num_train": 64, "num_val": 1, "num_test": 1, "size": 256},
         "overrides": [
             "trainer=gpu",
+            "trainer.precision=bf16-mixed",
             "data.crop_size=256",
             "data.batch_size=4",
             "data.num_workers=2",
@@ -75,6 +79,7 @@ COMMON = [
     "trainer.enable_progress_bar=false",
     "+trainer.enable_checkpointing=false",
 ]
+TIMER = "+callbacks.steady_state_timer"
 
 
 def render_data(data_dir: Path, settings: dict) -> None:
@@ -85,21 +90,24 @@ def render_data(data_dir: Path, settings: dict) -> None:
 
 
 def read_jobs(sweep_dir: Path) -> list[dict]:
-    """Images trained and start / end time of every finished job of a multirun folder."""
+    """Every finished job of a multirun folder: batch size, start and end (from its files) and
+    its step times (``step_times.json``)."""
     jobs = []
     for config_file in sorted(sweep_dir.glob("*/.hydra/config.yaml")):
         job_dir = config_file.parent.parent
-        metrics_file = job_dir / "metrics.json"
-        if not metrics_file.is_file():
-            raise RuntimeError(f"{job_dir}: no metrics.json; the job did not finish")
+        metrics_file, record_file = job_dir / "metrics.json", job_dir / RECORD
+        for needed in (metrics_file, record_file):
+            if not needed.is_file():
+                raise RuntimeError(f"{job_dir}: no {needed.name}; the job did not finish")
         config = yaml.safe_load(config_file.read_text())
-        steps = json.loads(metrics_file.read_text())["global_step"]
         jobs.append(
             {
                 "job": job_dir.name,
-                "images": steps * config["data"]["batch_size"],
-                "start": config_file.stat().st_mtime,
-                "end": metrics_file.stat().st_mtime,
+                "batch_size": config["data"]["batch_size"],
+                "steps": json.loads(metrics_file.read_text())["global_step"],
+                "first_written": config_file.stat().st_mtime,
+                "last_written": metrics_file.stat().st_mtime,
+                **json.loads(record_file.read_text()),
             }
         )
     if not jobs:
@@ -108,22 +116,20 @@ def read_jobs(sweep_dir: Path) -> list[dict]:
 
 
 def throughput(jobs: list[dict]) -> dict:
-    span = max(j["end"] for j in jobs) - min(j["start"] for j in jobs)
-    images = sum(j["images"] for j in jobs)
-    per_job = [j["images"] / (j["end"] - j["start"]) for j in jobs]
+    """The steady-state figures, and the whole span (start-up and compilation included)."""
+    span = max(j["last_written"] for j in jobs) - min(j["first_written"] for j in jobs)
     return {
         "jobs": len(jobs),
-        "images": images,
+        **steady_throughput(jobs),
         "span_s": span,
-        "images_per_s": images / span,
-        "per_job_images_per_s": sum(per_job) / len(per_job),
+        "images_per_s_whole_span": sum(j["steps"] * j["batch_size"] for j in jobs) / span,
+        "longest_wait_at_barrier_s": max(j["waited_s"] for j in jobs),
     }
 
 
 def sweep(workdir: Path, size: dict, concurrent: int, steps: int) -> dict:
-    """Run the study's jobs ``concurrent`` at a time; returns the throughput figures."""
+    """Run ``concurrent`` identical jobs (seeds differ) at once; returns the throughput figures."""
     sweep_dir = workdir / f"jobs_{concurrent}"
-    seeds = ",".join(str(s) for s in range(size["seeds"]))
     launcher = (
         []
         if concurrent == 1
@@ -131,19 +137,28 @@ def sweep(workdir: Path, size: dict, concurrent: int, steps: int) -> dict:
     )
     cmd = [
         sys.executable, "-m", "nrknet.train", "-m",
-        *sweep_overrides(load_study(size["study"]), size["study"]),
-        f"seed={seeds}",
+        f"experiment={size['experiment']}",
+        f"seed={','.join(str(s) for s in range(concurrent))}",
         f"paths.root_dir={workdir}",
         f"paths.data_dir={workdir / 'data'}",
         *(f"data.{k}={v}" for k, v in size["data"].items()),
         *size["overrides"],
         *COMMON,
-        f"trainer.max_steps={steps}",
+        f"trainer.max_steps={size['warmup_steps'] + steps}",
+        f"{TIMER}._target_=benchmarks.sweep_timing.SteadyStateTimer",
+        f"{TIMER}.out_dir=${{paths.output_dir}}",
+        f"{TIMER}.barrier_dir={workdir / f'barrier_{concurrent}'}",
+        f"{TIMER}.parties={concurrent}",
+        f"{TIMER}.warmup_steps={size['warmup_steps']}",
         *launcher,
         f"hydra.sweep.dir={sweep_dir}",
     ]  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(
@@ -171,9 +186,9 @@ def run(
     return {
         "size": size_name,
         "device": device,
-        "study": size["study"],
-        "seeds": size["seeds"],
-        "steps_per_job": steps,
+        "experiment": size["experiment"],
+        "warmup_steps": size["warmup_steps"],
+        "timed_steps_per_job": steps,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "results": results,
     }
@@ -182,17 +197,18 @@ def run(
 def rows(result: dict) -> list[tuple[str, str]]:
     out = [
         (
-            "study, device",
-            f"{result['study']} x {result['seeds']} seed(s), {result['size']} size, "
-            f"{result['steps_per_job']} steps per job, {result['device']}",
+            "experiment, device",
+            f"{result['experiment']}, {result['size']} size, {result['warmup_steps']} warm-up + "
+            f"{result['timed_steps_per_job']} timed steps per job, {result['device']}",
         )
     ]
     for r in result["results"]:
         out.append(
             (
-                f"{r['concurrent']} job(s) at once ({r['jobs']} jobs)",
+                f"{r['concurrent']} job(s) at once",
                 f"{r['images_per_s']:.1f} img/s aggregate, {r['per_job_images_per_s']:.1f} "
-                f"img/s per job, {r['span_s']:.1f} s (sweep {r['wall_s']:.1f} s)",
+                f"img/s per job (over {r['window_s']:.1f} s; whole span {r['span_s']:.1f} s, "
+                f"{r['images_per_s_whole_span']:.1f} img/s with start-up)",
             )
         )
     return out

@@ -8,6 +8,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,7 @@ from nrknet.train import place_concurrent_job
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import bench_sweep  # noqa: E402
+from benchmarks import bench_sweep, sweep_timing  # noqa: E402
 
 
 def _collect_table3(sweep_dir: Path) -> dict:
@@ -145,19 +147,73 @@ def test_concurrent_gpu_jobs_take_the_gpus_in_turn(
     assert cfg.trainer.devices == devices
 
 
-def test_sweep_benchmark_reads_images_and_times_from_the_job_folders(tmp_path):
-    for number, (steps, start, end) in enumerate([(10, 100.0, 110.0), (30, 105.0, 120.0)]):
-        job = tmp_path / str(number)
-        (job / ".hydra").mkdir(parents=True)
-        config, metrics = job / ".hydra" / "config.yaml", job / "metrics.json"
-        config.write_text(yaml.safe_dump({"data": {"batch_size": 2}}))
-        metrics.write_text(json.dumps({"global_step": steps}))
-        os.utime(config, (start, start))
-        os.utime(metrics, (end, end))
+def _timed_job(job: Path, batch: int, start: float, ends: list[float]) -> None:
+    (job / ".hydra").mkdir(parents=True)
+    config, metrics = job / ".hydra" / "config.yaml", job / "metrics.json"
+    config.write_text(yaml.safe_dump({"data": {"batch_size": batch}}))
+    metrics.write_text(json.dumps({"global_step": 2 + len(ends)}))
+    record = {"start": start, "ends": ends, "waited_s": 0.5, "timed_out": False}
+    (job / sweep_timing.RECORD).write_text(json.dumps(record))
+    os.utime(config, (start - 10, start - 10))
+    os.utime(metrics, (ends[-1] + 1, ends[-1] + 1))
+
+
+def test_sweep_benchmark_counts_only_the_window_in_which_all_jobs_trained(tmp_path):
+    # job 0: batch 2, steps end at 101..110; job 1: batch 4, starts later, ends at 106..108
+    _timed_job(tmp_path / "0", 2, 100.0, [100.0 + i for i in range(1, 11)])
+    _timed_job(tmp_path / "1", 4, 105.0, [106.0, 107.0, 108.0])
     figures = bench_sweep.throughput(bench_sweep.read_jobs(tmp_path))
-    assert figures["images"] == 80 and figures["span_s"] == pytest.approx(20.0)
-    assert figures["images_per_s"] == pytest.approx(4.0)
-    assert figures["per_job_images_per_s"] == pytest.approx((20 / 10 + 60 / 15) / 2)
-    (tmp_path / "1" / "metrics.json").unlink()
-    with pytest.raises(RuntimeError, match="no metrics.json"):
+    # window 105..108: job 0 ends steps at 106, 107, 108; job 1 at 106, 107, 108
+    assert figures["window_s"] == pytest.approx(3.0)
+    assert figures["images_in_window"] == 3 * 2 + 3 * 4
+    assert figures["images_per_s"] == pytest.approx(18 / 3)
+    assert figures["per_job_images_per_s"] == pytest.approx((20 / 10 + 12 / 3) / 2)
+    assert figures["span_s"] == pytest.approx(111.0 - 90.0)
+    assert figures["images_per_s_whole_span"] == pytest.approx((12 * 2 + 5 * 4) / 21.0)
+    assert not figures["barrier_timed_out"]
+
+
+def test_sweep_benchmark_refuses_jobs_that_never_overlapped(tmp_path):
+    _timed_job(tmp_path / "0", 2, 100.0, [101.0, 102.0])
+    _timed_job(tmp_path / "1", 2, 103.0, [104.0, 105.0])
+    with pytest.raises(RuntimeError, match="never trained at the same time"):
+        bench_sweep.throughput(bench_sweep.read_jobs(tmp_path))
+    (tmp_path / "1" / sweep_timing.RECORD).unlink()
+    with pytest.raises(RuntimeError, match="no step_times.json"):
         bench_sweep.read_jobs(tmp_path)
+
+
+def test_barrier_holds_every_job_until_all_arrive(tmp_path):
+    """Two timers (threads standing in for two jobs): the first waits for the second."""
+
+    class Trainer:
+        global_step = 3
+
+    class Module:
+        device = torch.device("cpu")
+
+    timers = [
+        sweep_timing.SteadyStateTimer(tmp_path / str(i), tmp_path / "barrier", 2, warmup_steps=3)
+        for i in range(2)
+    ]
+    first = threading.Thread(
+        target=timers[0].on_train_batch_end, args=(Trainer, Module, None, None, 0)
+    )
+    first.start()
+    time.sleep(0.3)
+    assert first.is_alive(), "the first job must wait at the barrier for the second"
+    timers[1].on_train_batch_end(Trainer, Module, None, None, 0)
+    first.join(timeout=5)
+    assert not first.is_alive()
+    assert timers[0].waited_s >= 0.3 and timers[1].waited_s < 0.3
+    assert abs(timers[0].start - timers[1].start) < 0.2
+    lonely = sweep_timing.SteadyStateTimer(tmp_path / "x", tmp_path / "alone", 2, 3, timeout_s=0.1)
+    lonely.on_train_batch_end(Trainer, Module, None, None, 0)
+    assert lonely.timed_out and lonely.start is not None
+
+
+def test_sweep_benchmark_runs_two_tiny_jobs_at_once(one_thread):
+    result = bench_sweep.run(size_name="tiny", jobs=(2,), steps=3)
+    (two,) = result["results"]
+    assert two["concurrent"] == 2 and two["jobs"] == 2 and not two["barrier_timed_out"]
+    assert two["images_in_window"] > 0 and two["images_per_s"] > 0
