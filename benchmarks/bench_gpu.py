@@ -17,9 +17,10 @@ Skipped (with a note in the JSON) where no CUDA device is present. On a CUDA dev
   it; ``NRKNET_BENCH_PARTIAL=<file>`` saves all results so far after each part):
   training images per second with bf16-mixed at batch 8 and 4 (256x256), eager
   against compiled, the first step (the compile) timed apart; one 1280x720 image
-  in bfloat16, eager against compiled (aim: 10 ms), also with CUDA graphs
-  (``reduce-overhead``); the losses of 200 steps, compiled bf16-mixed against
-  eager float32 (largest and mean relative difference).
+  in bfloat16, eager against compiled (aim: 10 ms); the losses of 200 steps at
+  batch 4, compiled bf16-mixed against eager float32 (largest and mean relative
+  difference); last, inference with CUDA graphs (``reduce-overhead``). A part
+  that a timeout interrupts is noted as ``unfinished`` in the saved file.
 """
 
 from __future__ import annotations
@@ -346,7 +347,8 @@ def compile_comparison(
     parts = [(f"training_bf16_batch{batches[0]}", lambda: train_pair(batches[0]))]
     parts.append(("inference_bf16", lambda: compiled_inference(*image, warmup=3, repeats=10)))
     parts += [(f"training_bf16_batch{b}", functools.partial(train_pair, b)) for b in batches[1:]]
-    parts.append(("loss_curves", lambda: loss_curves(batches[0], size, curve_steps)))
+    # at the last batch size, whose compiled graphs the part before has just made
+    parts.append(("loss_curves", lambda: loss_curves(batches[-1], size, curve_steps)))
     parts.append(
         (
             "inference_bf16_reduce_overhead",
@@ -358,6 +360,10 @@ def compile_comparison(
             result[key] = {"skipped": f"not started within the {budget_s:.0f} s budget"}
             continue
         start = time.monotonic()
+        if on_part is not None:  # a timeout during this part leaves this note in the saved file
+            started = start - (deadline - budget_s)
+            result[key] = {"unfinished": f"started {started:.0f} s into the comparison"}
+            on_part(result)
         try:
             result[key] = part()
         except Exception as exc:  # noqa: BLE001 - one failing part must not lose the others
@@ -388,7 +394,10 @@ def run(quick: bool = False) -> dict:
         def save_partial(compiled: dict) -> None:
             partial = os.environ.get("NRKNET_BENCH_PARTIAL")
             if partial:
-                Path(partial).write_text(json.dumps({**result, "compile": compiled}, indent=2))
+                from benchmarks.common import machine
+
+                saved = {"machine": machine(), **result, "compile": compiled}
+                Path(partial).write_text(json.dumps(saved, indent=2))
 
         result["compile"] = compile_comparison(quick, on_part=save_partial)
     return result
@@ -400,8 +409,9 @@ def _compile_rows(comparison: dict) -> list[tuple[str, str]]:
         if not isinstance(r, dict):
             continue
         label = f"compile: {key.replace('_', ' ')}"
-        if "skipped" in r or "error" in r:
-            out.append((label, r.get("skipped") or f"error: {r['error']}"))
+        if {"skipped", "error", "unfinished"} & set(r):
+            note = r.get("skipped") or r.get("unfinished")
+            out.append((label, note or f"error: {r['error']}"))
         elif key.startswith("training"):
             eager, compiled = r["eager"], r["compiled"]
             out.append(

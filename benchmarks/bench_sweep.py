@@ -172,26 +172,35 @@ def run(
     size_name: str | None = None,
     jobs: tuple[int, ...] | None = None,
     steps: int | None = None,
+    partial: Path | None = None,
 ) -> dict:
+    """Every N of ``jobs`` in turn; ``partial``: a file that gets the results so far after
+    each N (a timeout then keeps them)."""
     import torch
 
     size_name = size_name or ("gpu" if torch.cuda.is_available() else "tiny")
     size = SIZES[size_name]
     steps = steps or (max(size["steps"] // 4, 1) if quick else size["steps"])
     device = torch.cuda.get_device_name(0) if size_name == "gpu" else "cpu"
-    with tempfile.TemporaryDirectory(prefix="bench_sweep_") as tmp:
-        workdir = Path(tmp)
-        render_data(workdir / "data", size["data"])
-        results = [sweep(workdir, size, n, steps) for n in jobs or size["jobs"]]
-    return {
+    result = {
         "size": size_name,
         "device": device,
         "experiment": size["experiment"],
         "warmup_steps": size["warmup_steps"],
         "timed_steps_per_job": steps,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "results": results,
+        "results": [],
     }
+    with tempfile.TemporaryDirectory(prefix="bench_sweep_") as tmp:
+        workdir = Path(tmp)
+        render_data(workdir / "data", size["data"])
+        for n in jobs or size["jobs"]:
+            result["results"].append(sweep(workdir, size, n, steps))
+            if partial is not None:
+                from benchmarks.common import machine
+
+                partial.write_text(json.dumps({"machine": machine(), **result}, indent=2))
+    return result
 
 
 def rows(result: dict) -> list[tuple[str, str]]:
@@ -220,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", default=None, help="comma-separated N, e.g. 1,2,4,8")
     parser.add_argument("--steps", type=int, default=None, help="training steps per job")
     parser.add_argument("--quick", action="store_true", help="a quarter of the steps")
+    parser.add_argument("--partial", type=Path, help="save the results so far here after each N")
     args = parser.parse_args(argv)
     try:
         jobs = tuple(int(n) for n in args.jobs.split(",")) if args.jobs else None
@@ -227,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--jobs: expected comma-separated integers, got {args.jobs!r}")
     if jobs and min(jobs) < 1:
         parser.error(f"--jobs: every N must be at least 1, got {args.jobs!r}")
-    result = run(quick=args.quick, size_name=args.size, jobs=jobs, steps=args.steps)
+    result = run(args.quick, args.size, jobs, args.steps, args.partial)
     for key, value in rows(result):
         print(f"{key}: {value}")
     print(json.dumps(result, indent=2))

@@ -58,6 +58,44 @@ def test_gpu_table_of_the_committed_run():
     assert any(label.startswith("training") and "img/s" in value for label, value in table.items())
 
 
+def test_compile_comparison_keeps_order_notes_failures_and_the_budget(monkeypatch):
+    """The compiled parts run most telling first; each is noted as unfinished in the saved
+    results before it starts (a timeout then shows which one it cut), a failing part keeps the
+    others, and parts not started within the budget are skipped."""
+    calls, saved = [], []
+
+    def fake_training(batch, size, warmup, steps, width=64, precisions=(), compile="off", **kw):
+        calls.append(("training", batch, compile))
+        return {"bf16-mixed": {"images_per_s": 10.0 * batch * (4 if compile == "on" else 1)}}
+
+    def fake_inference(*args, mode="default", **kwargs):
+        calls.append(("inference", mode))
+        raise RuntimeError("inductor failed")
+
+    def fake_curves(batch, size, steps):
+        calls.append(("loss_curves", batch, steps))
+        monkeypatch.setattr(bench_gpu.time, "monotonic", lambda: float("inf"))  # budget spent
+        return {"steps": steps}
+
+    monkeypatch.setattr(bench_gpu, "training", fake_training)
+    monkeypatch.setattr(bench_gpu, "compiled_inference", fake_inference)
+    monkeypatch.setattr(bench_gpu, "loss_curves", fake_curves)
+    result = bench_gpu.compile_comparison(
+        quick=False, budget_s=100, on_part=lambda r: saved.append(json.loads(json.dumps(r)))
+    )
+    assert calls == [
+        ("training", 8, "off"), ("training", 8, "on"), ("inference", "default"),
+        ("training", 4, "off"), ("training", 4, "on"), ("loss_curves", 4, 200),
+    ]  # fmt: skip
+    assert result["training_bf16_batch8"]["speed_up"] == pytest.approx(4.0)
+    assert result["inference_bf16"]["error"] == "RuntimeError: inductor failed"
+    assert "not started" in result["inference_bf16_reduce_overhead"]["skipped"]
+    assert "unfinished" in saved[0]["training_bf16_batch8"]  # saved before the part ran
+    assert "unfinished" in saved[-1]["loss_curves"] or saved[-1]["loss_curves"]["steps"] == 200
+    table = dict(bench_gpu._compile_rows(saved[0]))
+    assert table["compile: training bf16 batch8"].startswith("started 0 s into")
+
+
 @pytest.mark.slow
 def test_gpu_training_throughput_loop_runs_on_cpu(one_thread):
     result = bench_gpu.training(batch=2, size=32, warmup=1, steps=1, width=4, accelerator="cpu")
