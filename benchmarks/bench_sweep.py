@@ -154,6 +154,8 @@ def sweep(workdir: Path, size: dict, concurrent: int, steps: int) -> dict:
         f"hydra.sweep.dir={sweep_dir}",
     ]  # fmt: skip
     env = {
+        # each job's compiler would start a worker per core: share the cores among the jobs
+        "TORCHINDUCTOR_COMPILE_THREADS": str(max(1, (os.cpu_count() or 1) // concurrent)),
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
