@@ -22,6 +22,7 @@ BENCHMARKS = {
     "synthetic": "benchmarks.bench_synthetic",
     "predict": "benchmarks.bench_predict",
     "speed": "benchmarks.bench_speed",
+    "compile_cpu": "benchmarks.bench_compile_cpu",
     "gpu": "benchmarks.bench_gpu",
     "data": "benchmarks.bench_data",
     "sweep": "benchmarks.bench_sweep",

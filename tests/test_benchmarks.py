@@ -12,7 +12,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import bench_data, bench_gpu, bench_speed  # noqa: E402
+from benchmarks import bench_compile_cpu, bench_data, bench_gpu, bench_speed  # noqa: E402
 
 TOY = {
     "inference": dict(
@@ -42,6 +42,17 @@ def test_speed_table_of_the_committed_full_run():
     result = json.loads((ROOT / "benchmarks" / "results" / "speed.json").read_text())
     table = dict(bench_speed.rows(result))
     assert "reference implementation (quoted, 2-core machine)" in table
+
+
+def test_cpu_compile_benchmark_times_the_three_ways(one_thread):
+    """At toy size, with the tracing backend (inductor's C++ compile takes minutes here)."""
+    result = bench_compile_cpu.run(quick=True, backend="aot_eager")
+    for way in ("plain", "accel", "compiled", "compiled_cached"):
+        assert result[way]["steps"] == 3 and result[way]["median_step_s"] > 0
+    assert result["compiled_vs_plain"] > 0
+    table = dict(bench_compile_cpu.rows(result))
+    assert "first step" in table["compiled (aot_eager), empty cache"]
+    assert "first step" in table["compiled (aot_eager), cached graphs"]
 
 
 def test_gpu_benchmark_without_cuda_says_so(monkeypatch):
