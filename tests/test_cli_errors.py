@@ -87,6 +87,15 @@ def test_train_unknown_config_option(tmp_path):
     assert "Could not find 'model/transformer'" in proc.stderr and "nrknet_small" in proc.stderr
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+@pytest.mark.parametrize(
+    "program, args", [("nrknet-train", []), ("nrknet-eval", ["ckpt_path=unet-synthetic"])]
+)
+def test_gpu_trainer_without_a_gpu(tmp_path, program, args):
+    proc = run(program, "trainer=gpu", *args, *hydra_args(tmp_path), cwd=tmp_path)
+    assert_clean_error(proc, program, "trainer.accelerator=gpu needs a GPU", "trainer=cpu")
+
+
 def test_train_negative_crop(tmp_path):
     proc = run(
         "nrknet-train", *tiny_train(tmp_path, tmp_path / "data"), "data.crop_size=-8", cwd=tmp_path

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from nrknet.checkpoint import load_model
 from nrknet.module import NRKNetModule
 from nrknet.reporting import print_run_summary, write_reports
-from nrknet.utils import CONFIG_DIR, clean_errors, instantiate_group
+from nrknet.utils import CONFIG_DIR, clean_errors, instantiate_group, require_accelerator
 from nrknet.weights import resolve_checkpoint
 
 log = logging.getLogger("nrknet.eval")
@@ -27,6 +27,7 @@ def evaluate(cfg: DictConfig) -> float | None:
     tta = cfg.get("tta", False)
     if not isinstance(tta, bool):
         raise ValueError(f"tta must be true or false, got {tta!r}")
+    require_accelerator(cfg.trainer)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
     L.seed_everything(cfg.seed, workers=True)
     net = load_model(resolve_checkpoint(cfg.ckpt_path))

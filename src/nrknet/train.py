@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from nrknet.batch_log import for_batch_jobs
 from nrknet.callbacks import AtomicCheckpointIO
 from nrknet.reporting import print_run_summary, write_reports
-from nrknet.utils import CONFIG_DIR, clean_errors, instantiate_group
+from nrknet.utils import CONFIG_DIR, clean_errors, instantiate_group, require_accelerator
 from nrknet.utils.atomic import atomic_write_text, remove_stale_temporaries
 from nrknet.weights import resolve_checkpoint
 from nrknet.weights.init import apply_init_from, require_training_state
@@ -47,6 +47,7 @@ def remove_partial_checkpoints(folder: Path) -> None:
 
 def build(cfg: DictConfig):
     """Instantiate datamodule, LightningModule and trainer from the config."""
+    require_accelerator(cfg.trainer)
     datamodule = instantiate(cfg.data)
     net = instantiate(cfg.model)
     module = instantiate(

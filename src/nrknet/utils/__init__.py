@@ -39,6 +39,22 @@ def register_resolvers() -> None:
 register_resolvers()
 
 
+def require_accelerator(trainer: DictConfig) -> None:
+    """Refuse ``trainer.accelerator: gpu``/``cuda`` where torch sees no GPU, with the fix."""
+    import torch
+
+    accelerator = str(trainer.get("accelerator", "auto")).lower()
+    if accelerator not in ("gpu", "cuda") or torch.cuda.is_available():
+        return
+    if accelerator == "gpu" and torch.backends.mps.is_available():
+        return
+    build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"
+    raise ValueError(
+        f"trainer.accelerator={accelerator} needs a GPU, and torch {torch.__version__} "
+        f"({build}) sees none; use trainer=cpu, or check CUDA_VISIBLE_DEVICES and the driver"
+    )
+
+
 def instantiate_group(cfg: DictConfig | None) -> list[Any]:
     """Instantiate every entry of a group made of named ``_target_`` configs (callbacks, loggers)."""
     from hydra.utils import instantiate
