@@ -2,6 +2,7 @@
 
     python experiments/cost.py [STUDY ...] [--gpu benchmarks/results/gpu.json]
                                [--precision bf16-mixed] [--markdown]
+                               [--sweep benchmarks/results/sweep_gpu.json]
 
 For each row of a study (``experiments/<study>/table.yaml``), composed as
 ``make sweep`` runs it:
@@ -17,6 +18,15 @@ For each row of a study (``experiments/<study>/table.yaml``), composed as
 The rate is the compiled bf16 rate at the row's batch size when ``gpu.json``
 holds one (and the precision is ``bf16-mixed``), else the eager rate at the
 row's precision (measured at batch 8). Validation and test are not counted.
+
+With ``--sweep`` (a ``bench_sweep.py --size gpu`` result; by default
+``benchmarks/results/sweep_gpu.json`` where it exists), each study also gets
+the wall-clock hours of running its rows several at a time on one GPU, as
+``make sweep ... JOBS=n`` does: the measured aggregate speed-up of k jobs at
+once (linear between the measured k, flat beyond the largest) shared by the
+k running jobs, jobs started in order as slots free up, for each measured n;
+the fastest n is shown. The speed-ups were measured on the full model at
+batch 4; other rows are assumed to share the GPU alike.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +49,7 @@ from nrknet.analysis.complexity import forward_macs
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "conf"
 GPU_RESULTS = ROOT / "benchmarks" / "results" / "gpu.json"
+SWEEP_RESULTS = ROOT / "benchmarks" / "results" / "sweep_gpu.json"
 #: training pairs of the benchmark datasets (docs/datasets.md)
 TRAINING_PAIRS = {"DPDDDataModule": 350, "LFDOFDataModule": 11_261}
 MEASURED_MODEL = "model=nrknet"  # the network bench_gpu.py times
@@ -109,11 +121,62 @@ def study_costs(study: str, gpu: dict, precision: str | None = None) -> list[Row
     return costs
 
 
+def concurrency_speedups(sweep: dict) -> dict[int, float]:
+    """Aggregate images/s of k jobs at once over that of one job, per measured k."""
+    rates = {int(r["concurrent"]): float(r["images_per_s"]) for r in sweep.get("results", [])}
+    if 1 not in rates:
+        measured = ", ".join(map(str, sorted(rates))) or "none"
+        raise StudyError(f"the sweep result has no single-job rate (jobs at once: {measured})")
+    return {k: rate / rates[1] for k, rate in sorted(rates.items())}
+
+
+def speedup_function(speedups: dict[int, float]) -> Callable[[int], float]:
+    """Speed-up for any k: linear between measured k, flat beyond the largest."""
+    ks = sorted(speedups)
+
+    def speedup(k: int) -> float:
+        if k >= ks[-1]:
+            return speedups[ks[-1]]
+        upper = next(m for m in ks if m >= k)
+        lower = max(m for m in ks if m <= k)
+        if upper == lower:
+            return speedups[k]
+        share = (k - lower) / (upper - lower)
+        return speedups[lower] + share * (speedups[upper] - speedups[lower])
+
+    return speedup
+
+
+def concurrent_hours(durations: list[float], jobs: int, speedup: Callable[[int], float]) -> float:
+    """Wall-clock time of runs that take ``durations`` alone, ``jobs`` at a time in order: with
+    k running, each advances at ``speedup(k) / k`` of its speed alone."""
+    pending, running, clock = list(durations), [], 0.0
+    while pending or running:
+        while pending and len(running) < jobs:
+            running.append(pending.pop(0))
+        pace = speedup(len(running)) / len(running)
+        step = min(running) / pace
+        clock += step
+        running = [left - step * pace for left in running]
+        running = [left for left in running if left > 1e-9 * max(durations)]
+    return clock
+
+
+def best_concurrency(costs: list[RowCost], speedups: dict[int, float]) -> tuple[int, float]:
+    """The measured number of jobs at once that finishes the study first, and its hours."""
+    durations, speedup = [c.gpu_hours for c in costs], speedup_function(speedups)
+    options = [(concurrent_hours(durations, n, speedup), n) for n in speedups]
+    hours_taken, n = min(options)
+    return n, hours_taken
+
+
 def hours(value: float) -> str:
     return f"{value:,.1f}" if value >= 1 else f"{value:.2f}"
 
 
-def render(study: str, costs: list[RowCost], markdown: bool) -> str:
+def render(
+    study: str, costs: list[RowCost], markdown: bool, speedups: dict[int, float] | None = None
+) -> str:
     total = sum(c.gpu_hours for c in costs)
     lines = [f"{study}: {hours(total)} GPU-hours in {len(costs)} runs"]
     if markdown:
@@ -127,6 +190,14 @@ def render(study: str, costs: list[RowCost], markdown: bool) -> str:
         lines.append("| | " + " | ".join(cells) + " |" if markdown else "  " + "; ".join(cells))
     if markdown:
         lines.append(f"| | **total** | | | | | **{hours(total)}** |")
+    if speedups:
+        n, wall = best_concurrency(costs, speedups)
+        label = f"one GPU, {n} job{'s' if n > 1 else ''} at once (wall-clock)"
+        lines.append(
+            f"| | **{label}** | | | | | **{hours(wall)}** |"
+            if markdown
+            else f"  {label}: {hours(wall)} hours"
+        )
     return "\n".join(lines)
 
 
@@ -136,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu", type=Path, default=GPU_RESULTS, help="a bench_gpu.py result")
     parser.add_argument("--precision", help="instead of each row's trainer.precision")
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument(
+        "--sweep",
+        type=Path,
+        default=SWEEP_RESULTS if SWEEP_RESULTS.is_file() else None,
+        help="a bench_sweep.py --size gpu result, for the hours with several jobs at once",
+    )
     args = parser.parse_args(argv)
     try:
         gpu = json.loads(args.gpu.read_text())
@@ -146,13 +223,26 @@ def main(argv: list[str] | None = None) -> int:
         reason = gpu.get("skipped", "no 'training' key")
         print(f"cost: {args.gpu}: no training rates in it ({reason})", file=sys.stderr)
         return 2
+    speedups = None
+    if args.sweep is not None:
+        try:
+            sweep = json.loads(args.sweep.read_text())
+            speedups = concurrency_speedups(sweep)
+        except (OSError, ValueError, KeyError, TypeError, StudyError) as exc:
+            print(
+                f"cost: {args.sweep}: cannot read a sweep benchmark result ({exc})", file=sys.stderr
+            )
+            return 2
+        shown = ", ".join(f"{k}: x{v:.2f}" for k, v in speedups.items())
+        print(f"jobs at once on one GPU, aggregate speed-up ({sweep.get('device')}): {shown}")
     machine = gpu.get("machine", {})
     print(
         f"rates measured on {gpu.get('device')} ({machine.get('date', '?')}, torch {gpu.get('torch')})"
     )
     try:
         for study in args.studies or known_studies():
-            print(render(study, study_costs(study, gpu, args.precision), args.markdown))
+            costs = study_costs(study, gpu, args.precision)
+            print(render(study, costs, args.markdown, speedups))
     except StudyError as exc:
         print(f"cost: {exc}", file=sys.stderr)
         return 2

@@ -72,3 +72,37 @@ def test_forward_macs_counts_a_convolution_exactly_without_allocating():
 
     macs = forward_macs(lambda: nn.Conv2d(3, 8, 3, padding=1, bias=False), 10, 12)
     assert macs == 8 * 3 * 9 * 10 * 12  # out x in x taps x pixels
+
+
+def test_concurrent_hours_share_the_measured_speed_up_among_the_running_jobs():
+    flat = cost.speedup_function({1: 1.0, 2: 2.0, 4: 3.0})
+    assert flat(3) == pytest.approx(2.5) and flat(8) == pytest.approx(3.0)  # linear, then flat
+    # two equal runs, two at once at twice the aggregate rate: the time of one
+    assert cost.concurrent_hours([4.0, 4.0], 2, flat) == pytest.approx(4.0)
+    # one at a time: the sum
+    assert cost.concurrent_hours([4.0, 2.0, 1.0], 1, flat) == pytest.approx(7.0)
+    # 4 and 2 together (each at 1x): 2 h; then 2 h of the first with the 1 h run: 1 h; then 1 h
+    assert cost.concurrent_hours([4.0, 2.0, 1.0], 2, flat) == pytest.approx(4.0)
+    # no gain from sharing: as long as one after another
+    none = cost.speedup_function({1: 1.0, 2: 1.0})
+    assert cost.concurrent_hours([3.0, 1.0, 2.0], 2, none) == pytest.approx(6.0)
+
+
+def test_a_study_gets_its_fastest_measured_concurrency(tmp_path, capsys):
+    speedups = cost.concurrency_speedups(
+        {"results": [{"concurrent": n, "images_per_s": r} for n, r in [(1, 50), (2, 90), (4, 160)]]}
+    )
+    assert speedups == pytest.approx({1: 1.0, 2: 1.8, 4: 3.2})
+    costs = cost.study_costs("table3_rkr", {"training": EAGER})
+    n, wall = cost.best_concurrency(costs, speedups)
+    assert n == 4 and wall < sum(c.gpu_hours for c in costs) / 3
+    gpu, sweep = tmp_path / "gpu.json", tmp_path / "sweep.json"
+    gpu.write_text(json.dumps({"device": "Test GPU", "training": EAGER}))
+    sweep.write_text(json.dumps({"results": [{"concurrent": 2, "images_per_s": 9.0}]}))
+    assert cost.main(["table3_rkr", "--gpu", str(gpu), "--sweep", str(sweep)]) == 2
+    assert "no single-job rate (jobs at once: 2)" in capsys.readouterr().err
+    sweep.write_text(json.dumps({"device": "Test GPU", "results": [
+        {"concurrent": 1, "images_per_s": 50.0}, {"concurrent": 4, "images_per_s": 160.0}]}))  # fmt: skip
+    assert cost.main(["table3_rkr", "--gpu", str(gpu), "--sweep", str(sweep), "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "1: x1.00, 4: x3.20" in out and "**one GPU, 4 jobs at once (wall-clock)**" in out
