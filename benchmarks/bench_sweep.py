@@ -239,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--jobs: expected comma-separated integers, got {args.jobs!r}")
     if jobs and min(jobs) < 1:
         parser.error(f"--jobs: every N must be at least 1, got {args.jobs!r}")
+    if args.size == "gpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error("--size gpu: torch sees no CUDA device here; use --size tiny")
     result = run(args.quick, args.size, jobs, args.steps, args.partial)
     for key, value in rows(result):
         print(f"{key}: {value}")
