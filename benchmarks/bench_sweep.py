@@ -40,6 +40,7 @@ SIZES = {
         "experiment": "table3_rkr",
         "warmup_steps": 2,
         "steps": 4,
+        "barrier_timeout_s": 120,
         "jobs": (1, 2),
         "data": {"num_train": 8, "num_val": 1, "num_test": 1, "size": 64, "max_coc": 4},
         "overrides": [
@@ -54,6 +55,8 @@ SIZES = {
         "experiment": "table3_rkr",
         "warmup_steps": 5,
         "steps": 100,
+        # the spread of the jobs' warm-ups (compiles); a job that failed is not waited for longer
+        "barrier_timeout_s": 120,
         "jobs": (1, 2, 4, 8),
         "data": {"num_train": 64, "num_val": 1, "num_test": 1, "size": 256},
         "overrides": [
@@ -150,6 +153,7 @@ def sweep(workdir: Path, size: dict, concurrent: int, steps: int) -> dict:
         f"{TIMER}.barrier_dir={workdir / f'barrier_{concurrent}'}",
         f"{TIMER}.parties={concurrent}",
         f"{TIMER}.warmup_steps={size['warmup_steps']}",
+        f"{TIMER}.timeout_s={size['barrier_timeout_s']}",
         *launcher,
         f"hydra.sweep.dir={sweep_dir}",
     ]  # fmt: skip
