@@ -279,3 +279,88 @@ def test_compiled_regions_match_eager_outputs_and_gradients(one_thread):
         torch.testing.assert_close(
             model.eval()(blurry[:1, :, :24]), eager.eval()(blurry[:1, :, :24]), rtol=1e-5, atol=1e-5
         )
+
+
+@pytest.mark.slow
+def test_training_with_compiled_regions_validation_figures_and_ema_ends_as_eager(
+    tmp_path, one_thread
+):
+    """Compiled regions through a run with validation, its figures (the defocus map captures
+    the coefficient maps with a forward hook), checkpoints and EMA (Lightning's weight
+    averaging copies the module): the same averaged weights as the eager run, the regions
+    still compiled."""
+    from nrknet.ema import EMA
+
+    blurry, sharp = tiny_batch(size=16)
+    pairs = [
+        {"blurry": b, "sharp": s, "name": f"{i}.png"}
+        for i, (b, s) in enumerate(zip(blurry, sharp, strict=True))
+    ]
+    finals = {}
+    for compile_mode in ("off", "on"):
+        torch.manual_seed(0)
+        module = NRKNetModule(
+            tiny_model(),
+            loss=NRKNetLoss(),
+            optimizer=functools.partial(torch.optim.Adam, lr=1e-2),
+            lpips="off",
+            accel="off",
+            compile=compile_mode,
+            compile_options={"backend": "aot_eager"},
+        )
+        trainer = L.Trainer(
+            accelerator="cpu",
+            max_steps=3,
+            logger=False,
+            default_root_dir=tmp_path / compile_mode,
+            callbacks=[EMA(decay=0.5)],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            val_check_interval=1,
+            check_val_every_n_epoch=None,
+            limit_val_batches=1,
+        )
+        loader = DataLoader(pairs, batch_size=1)
+        trainer.fit(module, train_dataloaders=loader, val_dataloaders=DataLoader(pairs[:1]))
+        assert trainer.global_step == 3
+        finals[compile_mode] = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
+        if compile_mode == "on":
+            assert region_status(module.model) == ALL_COMPILED
+    live_moved = False
+    for name, eager_value in finals["off"].items():
+        torch.testing.assert_close(finals["on"][name], eager_value, rtol=1e-5, atol=1e-6, msg=name)
+        live_moved |= not torch.equal(eager_value, tiny_model().state_dict()[name])
+    assert live_moved, "training must have changed the weights"
+
+
+def test_a_call_with_forward_hooks_runs_eagerly_so_that_they_fire(one_thread):
+    """Compiled code skips the region's own hooks: while one is registered (the defocus-map
+    capture of the validation figures), the region's calls run eagerly."""
+    from nrknet.analysis.defocus import full_scale_coefficients
+
+    compiled_calls = []
+
+    def counting_aot_eager(graph, example_inputs):
+        inner = torch._dynamo.lookup_backend("aot_eager")(graph, example_inputs)
+
+        def run(*args):
+            compiled_calls.append(1)
+            return inner(*args)
+
+        return run
+
+    model, eager = tiny_model().eval(), tiny_model().eval()
+    compile_regions(model, {"backend": counting_aot_eager}, regions=("coefficients",))
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        model(x)
+    assert compiled_calls, "without hooks the region runs compiled"
+    compiled_calls.clear()
+    gamma = full_scale_coefficients(model, x)  # a forward hook captures the maps
+    assert not compiled_calls
+    torch.testing.assert_close(gamma, full_scale_coefficients(eager, x), rtol=1e-6, atol=1e-6)
+    with torch.no_grad():
+        model(x)
+    assert compiled_calls, "the hook removed, the region runs compiled again"
+    assert region_status(model)["coefficients"] == "compiled"

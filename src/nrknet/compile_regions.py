@@ -18,7 +18,9 @@ undoes it, :func:`region_status` tells what each region runs.
 Compilation is lazy: it happens at a region's first call with new shapes. Where
 it fails, then or when the region is wrapped, the region runs eagerly from then
 on, one warning line naming it and the error, and training continues.
-A compiled region runs its ``forward`` compiled, without the module's hooks.
+A compiled region runs its ``forward`` compiled; a call made while forward hooks are
+registered on the region (or globally) runs eagerly instead, so that the hooks fire (the
+validation figures capture the coefficient maps with one).
 
 Options (:class:`CompileOptions`, ``compile_options`` in the configs):
 
@@ -138,6 +140,17 @@ def plan(
     return compiling, "off" if compiling else accel_mode
 
 
+def _has_forward_hooks(module: nn.Module) -> bool:
+    """Whether a call of ``module`` would run forward (pre-)hooks, its own or global ones."""
+    from torch.nn.modules import module as torch_module
+
+    global_hooks = (
+        getattr(torch_module, "_global_forward_hooks", None),
+        getattr(torch_module, "_global_forward_pre_hooks", None),
+    )
+    return bool(module._forward_hooks or module._forward_pre_hooks or any(global_hooks))
+
+
 class _CompiledRegion:
     """A region's compiled call; the region turns eager for good when compiling it fails."""
 
@@ -147,6 +160,10 @@ class _CompiledRegion:
         self.compiled = compiled
 
     def __call__(self, *args, **kwargs):
+        if _has_forward_hooks(self.module):
+            # hooks run only on the module's own call path (e.g. the coefficient capture of
+            # the validation figures): this call runs eagerly, the next without hooks compiled
+            return self.module._call_impl(*args, **kwargs)
         try:
             return self.compiled(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - any compiler failure falls back to eager
