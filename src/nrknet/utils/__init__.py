@@ -42,11 +42,13 @@ register_resolvers()
 def require_accelerator(trainer: DictConfig) -> None:
     """Refuse ``trainer.accelerator: gpu``/``cuda`` where torch sees no GPU, with the fix."""
     import torch
+    from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 
     accelerator = str(trainer.get("accelerator", "auto")).lower()
-    if accelerator not in ("gpu", "cuda") or torch.cuda.is_available():
+    # Lightning's checks leave CUDA uninitialised (safe before forking workers or processes)
+    if accelerator not in ("gpu", "cuda") or CUDAAccelerator.is_available():
         return
-    if accelerator == "gpu" and torch.backends.mps.is_available():
+    if accelerator == "gpu" and MPSAccelerator.is_available():
         return
     build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"
     raise ValueError(
