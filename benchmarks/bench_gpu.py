@@ -170,9 +170,11 @@ def training(
     precisions: tuple[str, ...] = PRECISIONS,
     compile: str = "off",
     record_losses: bool = False,
+    build: Callable[[], tuple[torch.nn.Module, torch.nn.Module]] | None = None,
 ) -> dict:
     """Lightning training steps per ``precision``; ``compile``: the module's switch
-    (:mod:`nrknet.compile_regions`; the first steps, warm-up, include compiling)."""
+    (:mod:`nrknet.compile_regions`; the first steps, warm-up, include compiling);
+    ``build``: makes the network and its loss (default: NRKNet of ``width``, the paper's loss)."""
     import lightning as L
     from torch.utils.data import DataLoader, Dataset
 
@@ -210,9 +212,10 @@ def training(
     for precision in precisions:
         _set_tf32(False)
         torch.manual_seed(0)
+        net, loss = build() if build is not None else (NRKNet(width=width), NRKNetLoss())
         module = NRKNetModule(
-            NRKNet(width=width),
-            loss=NRKNetLoss(),
+            net,
+            loss=loss,
             optimizer=lambda params: torch.optim.Adam(params, lr=1e-4),
             lpips="off",
             compile=compile,

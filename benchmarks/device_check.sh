@@ -13,8 +13,11 @@
 #   2. sweep:   benchmarks/bench_sweep.py: 1, 2, 4 and 8 compiled jobs at once on the GPU
 #               (SWEEP_JOBS=1,2,4,8), sweep_gpu.json after each N;
 #   3. train:   nrknet-train end to end on the GPU, bf16, compile: auto;
-#   4. data:    the training loader on this machine's cores (data_device.json);
-#   5. predict: nrknet-predict on a 24 MP image (off unless RUN_PREDICT=1: measured before).
+#   4. variants: benchmarks/bench_gpu_variants.py: the eager bf16 rate of every network and
+#               loss the studies train (gpu_variants.json, saved after each; cost.py prices
+#               each row by it);
+#   5. data:    the training loader on this machine's cores (data_device.json);
+#   6. predict: nrknet-predict on a 24 MP image (off unless RUN_PREDICT=1: measured before).
 # Any part can be skipped with SKIP_<PART>=1. The study cost table comes from gpu.json
 # afterwards, on any machine: python experiments/cost.py --markdown --gpu <gpu.json>.
 # Writes to $OUT (or benchmarks/results).
@@ -73,15 +76,19 @@ train_gpu() {
   tail -25 "$OUT/train_gpu.log"
   return $rc
 }
+variants_bench() {
+  python3 benchmarks/bench_gpu_variants.py --out "$OUT/gpu_variants.json" 2>&1 | grep -v Warning | tail -25
+}
 data_bench() {
   python3 benchmarks/run_all.py --only data && cp benchmarks/results/data.json "$OUT/data_device.json"
 }
 
-export -f gpu_bench sweep_bench train_gpu data_bench
+export -f gpu_bench sweep_bench train_gpu variants_bench data_bench
 export OUT
 part gpu 120 300 bash -c gpu_bench
 part sweep 90 240 bash -c sweep_bench
 part train 90 180 bash -c train_gpu
+part variants 60 200 bash -c variants_bench
 part data 90 150 bash -c data_bench
 [ -n "${RUN_PREDICT:-}" ] && part predict 120 240 python3 benchmarks/device_predict.py "$OUT/predict_gpu.json"
 echo "== done after $((SECONDS - END + ${BUDGET_S:-480})) s"

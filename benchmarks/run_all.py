@@ -24,6 +24,7 @@ BENCHMARKS = {
     "speed": "benchmarks.bench_speed",
     "compile_cpu": "benchmarks.bench_compile_cpu",
     "gpu": "benchmarks.bench_gpu",
+    "gpu_variants": "benchmarks.bench_gpu_variants",
     "data": "benchmarks.bench_data",
     "sweep": "benchmarks.bench_sweep",
 }

@@ -2,6 +2,7 @@
 
     python experiments/cost.py [STUDY ...] [--gpu benchmarks/results/gpu.json]
                                [--precision bf16-mixed] [--markdown]
+                               [--variants benchmarks/results/gpu_variants.json]
                                [--sweep benchmarks/results/sweep_gpu.json]
 
 For each row of a study (``experiments/<study>/table.yaml``), composed as
@@ -10,9 +11,12 @@ For each row of a study (``experiments/<study>/table.yaml``), composed as
 * crops = ``trainer.max_epochs`` x training pairs (one crop per pair per
   epoch; DPDD has 350 training pairs, LFDOF 11,261, a rendered set
   ``data.num_train``);
-* the row's speed = the measured training rate x (MACs of the measured model
-  / MACs of the row's model), both counted for one crop on the meta device;
-  the measured model is NRKNet at full width on 256x256 crops;
+* the row's speed = the measured training rate / the row's relative cost: its
+  eager bf16 step time over the full model's where ``--variants`` (a
+  ``bench_gpu_variants.py`` result; by default
+  ``benchmarks/results/gpu_variants.json`` where it exists) measured it, else
+  its MACs over the full model's, both counted for one crop on the meta
+  device; the measured model is NRKNet at full width on 256x256 crops;
 * GPU-hours = crops / speed / 3600, for one job alone on one GPU.
 
 The rate is the compiled bf16 rate at the row's batch size when ``gpu.json``
@@ -42,17 +46,20 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from study import StudyError, known_studies, load_study
+from study import StudyError, known_studies, load_study, settings_key
 
 from nrknet.analysis.complexity import forward_macs
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "conf"
 GPU_RESULTS = ROOT / "benchmarks" / "results" / "gpu.json"
+VARIANT_RESULTS = ROOT / "benchmarks" / "results" / "gpu_variants.json"
 SWEEP_RESULTS = ROOT / "benchmarks" / "results" / "sweep_gpu.json"
 #: training pairs of the benchmark datasets (docs/datasets.md)
 TRAINING_PAIRS = {"DPDDDataModule": 350, "LFDOFDataModule": 11_261}
 MEASURED_MODEL = "model=nrknet"  # the network bench_gpu.py times
+#: the row bench_gpu_variants.py prices the others against: the full model, the paper's recipe
+REFERENCE_ROW = {"experiment": "nrknet_dpdd"}
 MEASURED_CROP = 256
 
 
@@ -60,7 +67,7 @@ MEASURED_CROP = 256
 class RowCost:
     label: str
     crops: int
-    relative_cost: float  # MACs per crop against the measured model
+    relative_cost: float  # time (or MACs) per crop against the measured model
     images_per_s: float
     rate_source: str
 
@@ -107,16 +114,36 @@ def measured_rate(gpu: dict, precision: str, batch: int) -> tuple[float, str]:
     return eager["images_per_s"], f"eager, {precision}, batch {gpu['training'].get('shape', '?')}"
 
 
-def study_costs(study: str, gpu: dict, precision: str | None = None) -> list[RowCost]:
+def measured_relative_cost(variants: dict | None, settings: dict) -> float | None:
+    """The row's step time over the full model's, from a ``bench_gpu_variants.py`` result."""
+    if not variants:
+        return None
+    measured = variants.get("variants", {})
+    row = measured.get(variants.get("rows", {}).get(settings_key(settings)), {})
+    reference = measured.get(variants.get("reference"), {})
+    if "images_per_s" not in row or "images_per_s" not in reference:
+        return None
+    return reference["images_per_s"] / row["images_per_s"]
+
+
+def study_costs(
+    study: str, gpu: dict, precision: str | None = None, variants: dict | None = None
+) -> list[RowCost]:
+    """Each row's crops and rate; ``variants``: measured costs of the rows (else MACs)."""
     reference_macs = macs_per_crop(compose_row([MEASURED_MODEL]).model, MEASURED_CROP)
     costs = []
     for row in load_study(study)["rows"]:
         cfg = compose_row([f"{key}={value}" for key, value in row["settings"].items()])
         crops = int(cfg.trainer.max_epochs) * training_pairs(cfg.data)
-        relative = macs_per_crop(cfg.model, int(cfg.data.crop_size)) / reference_macs
         rate, source = measured_rate(
             gpu, precision or str(cfg.trainer.precision), int(cfg.data.batch_size)
         )
+        relative = measured_relative_cost(variants, row["settings"])
+        if relative is None:
+            relative = macs_per_crop(cfg.model, int(cfg.data.crop_size)) / reference_macs
+            source += "; row by MACs"
+        else:
+            source += "; row by its eager bf16 step"
         costs.append(RowCost(row["label"], crops, relative, rate / relative, source))
     return costs
 
@@ -208,6 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", help="instead of each row's trainer.precision")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument(
+        "--variants",
+        type=Path,
+        default=VARIANT_RESULTS if VARIANT_RESULTS.is_file() else None,
+        help="a bench_gpu_variants.py result: each row's measured cost instead of its MACs",
+    )
+    parser.add_argument(
         "--sweep",
         type=Path,
         default=SWEEP_RESULTS if SWEEP_RESULTS.is_file() else None,
@@ -223,6 +256,20 @@ def main(argv: list[str] | None = None) -> int:
         reason = gpu.get("skipped", "no 'training' key")
         print(f"cost: {args.gpu}: no training rates in it ({reason})", file=sys.stderr)
         return 2
+    variants = None
+    if args.variants is not None:
+        try:
+            variants = json.loads(args.variants.read_text())
+        except (OSError, ValueError) as exc:
+            print(f"cost: {args.variants}: cannot read a variants result ({exc})", file=sys.stderr)
+            return 2
+        if "variants" in variants:
+            toy = " at toy sizes, not for real estimates" if variants.get("quick") else ""
+            print(f"row costs measured on {variants.get('device')}{toy}")
+        else:  # e.g. `make bench` on a machine without a GPU: rows are priced by MACs
+            reason = variants.get("skipped", "no 'variants' key")
+            print(f"{args.variants}: no measured row costs ({reason}); rows priced by MACs")
+            variants = None
     speedups = None
     if args.sweep is not None:
         try:
@@ -241,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         for study in args.studies or known_studies():
-            costs = study_costs(study, gpu, args.precision)
+            costs = study_costs(study, gpu, args.precision, variants)
             print(render(study, costs, args.markdown, speedups))
     except StudyError as exc:
         print(f"cost: {exc}", file=sys.stderr)

@@ -91,6 +91,11 @@ def row_matches(row: dict, settings: Settings) -> bool:
     return all(settings.get(key) == value for key, value in row["settings"].items())
 
 
+def settings_key(settings: Settings) -> str:
+    """A row's settings as one string, sorted: the key of its measured cost."""
+    return " ".join(f"{key}={value}" for key, value in sorted(settings.items()))
+
+
 def sweep_overrides(spec: dict, study: str = "") -> list[str]:
     """One override per setting, swept over its values (first-seen order), e.g.
     ``["experiment=atoms_J", "model.num_levels=15,18"]``."""

@@ -12,7 +12,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import bench_compile_cpu, bench_data, bench_gpu, bench_speed  # noqa: E402
+from benchmarks import (  # noqa: E402
+    bench_compile_cpu,
+    bench_data,
+    bench_gpu,
+    bench_gpu_variants,
+    bench_speed,
+)
 
 TOY = {
     "inference": dict(
@@ -53,6 +59,20 @@ def test_cpu_compile_benchmark_times_the_three_ways(one_thread):
     table = dict(bench_compile_cpu.rows(result))
     assert "first step" in table["compiled (aot_eager), empty cache"]
     assert "first step" in table["compiled (aot_eager), cached graphs"]
+
+
+@pytest.mark.slow
+def test_variant_rates_cover_every_row_of_a_study_at_toy_size(one_thread):
+    result = bench_gpu_variants.run(quick=True, studies=("table5_losses",))
+    assert result["reference"] == "v0" and result["quick"]
+    assert result["variants"]["v0"]["first_row"] == "the full model"
+    # the study's full-loss row trains the reference network and loss; three others differ
+    assert len(result["variants"]) == 4
+    assert result["rows"]["experiment=table5_full"] == "v0"
+    for figures in result["variants"].values():
+        assert figures["images_per_s"] > 0, figures
+    table = dict(bench_gpu_variants.rows(result))
+    assert any("without reblur" in label for label in table)
 
 
 def test_gpu_benchmark_without_cuda_says_so(monkeypatch):

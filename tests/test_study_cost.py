@@ -24,7 +24,7 @@ def test_gpu_hours_are_crops_over_the_measured_rate_scaled_by_model_cost():
     assert nrknet.relative_cost == pytest.approx(1.0)  # the network that was timed
     assert nrknet.gpu_hours == pytest.approx(4000 * 350 / 10.0 / 3600)
     assert 0 < unet.relative_cost < 0.5 and unet.gpu_hours < nrknet.gpu_hours
-    assert nrknet.rate_source.startswith("eager, 32-true")
+    assert nrknet.rate_source.startswith("eager, 32-true") and "row by MACs" in nrknet.rate_source
 
 
 def test_the_compiled_rate_at_the_rows_batch_is_preferred_for_bf16():
@@ -34,7 +34,7 @@ def test_the_compiled_rate_at_the_rows_batch_is_preferred_for_bf16():
     }
     (row,) = [c for c in cost.study_costs("table3_rkr", gpu, "bf16-mixed") if c.label == "RKR"]
     assert row.images_per_s == pytest.approx(100.0)  # the paper's batch is 4
-    assert row.rate_source == "compiled, bf16, batch 4"
+    assert row.rate_source == "compiled, bf16, batch 4; row by MACs"
     with pytest.raises(StudyError, match="no training rate for precision '16-mixed'"):
         cost.study_costs("table3_rkr", gpu, "16-mixed")
 
@@ -106,3 +106,41 @@ def test_a_study_gets_its_fastest_measured_concurrency(tmp_path, capsys):
     assert cost.main(["table3_rkr", "--gpu", str(gpu), "--sweep", str(sweep), "--markdown"]) == 0
     out = capsys.readouterr().out
     assert "1: x1.00, 4: x3.20" in out and "**one GPU, 4 jobs at once (wall-clock)**" in out
+
+
+def test_measured_row_costs_replace_the_mac_estimate():
+    variants = {
+        "reference": "v0",
+        "variants": {
+            "v0": {"images_per_s": 40.0},
+            "v1": {"images_per_s": 10.0},
+            "v2": {"error": "x"},
+        },
+        "rows": {
+            "experiment=table3_gaussian": "v1",
+            "experiment=table3_non_recursive": "v2",  # failed: MACs instead
+            "experiment=table3_rkr": "v0",
+        },
+    }
+    rows = {c.label: c for c in cost.study_costs("table3_rkr", {"training": EAGER}, None, variants)}
+    gaussian, recursive, rkr = rows["fixed Gaussian atoms"], rows["non-recursive"], rows["RKR"]
+    assert gaussian.relative_cost == pytest.approx(4.0) and gaussian.images_per_s == pytest.approx(
+        2.5
+    )
+    assert gaussian.rate_source.endswith("row by its eager bf16 step")
+    assert rkr.relative_cost == pytest.approx(1.0)
+    assert recursive.rate_source.endswith("row by MACs") and 0.5 < recursive.relative_cost < 2
+    assert rows["non-separable"].rate_source.endswith("row by MACs")  # not in the file
+
+
+def test_a_variants_result_without_measurements_leaves_the_mac_estimate(tmp_path, capsys):
+    gpu, variants = tmp_path / "gpu.json", tmp_path / "gpu_variants.json"
+    gpu.write_text(json.dumps({"device": "Test GPU", "training": EAGER}))
+    variants.write_text(json.dumps({"skipped": "no CUDA device"}))  # `make bench` on a CPU
+    assert cost.main(["table1_dpdd", "--gpu", str(gpu), "--variants", str(variants)]) == 0
+    out = capsys.readouterr().out
+    assert "no measured row costs (no CUDA device); rows priced by MACs" in out
+    assert "row by MACs" in out
+    variants.write_text("{not json")
+    assert cost.main(["table1_dpdd", "--gpu", str(gpu), "--variants", str(variants)]) == 2
+    assert "cannot read a variants result" in capsys.readouterr().err
