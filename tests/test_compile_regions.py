@@ -44,6 +44,26 @@ def tiny_batch(seed: int = 1, size: int = 32) -> tuple[torch.Tensor, torch.Tenso
     return torch.rand(2, 3, size, size, generator=g), torch.rand(2, 3, size, size, generator=g)
 
 
+def tiny_pairs(size: int = 16) -> list[dict]:
+    """The two pairs of :func:`tiny_batch` as dataset items (named, as validation needs)."""
+    blurry, sharp = tiny_batch(size=size)
+    return [
+        {"blurry": b, "sharp": s, "name": f"{i}.png"}
+        for i, (b, s) in enumerate(zip(blurry, sharp, strict=True))
+    ]
+
+
+def tiny_module(lr: float = 1e-3, **settings) -> NRKNetModule:
+    """A training module around :func:`tiny_model` with the paper's loss and Adam."""
+    return NRKNetModule(
+        tiny_model(),
+        loss=NRKNetLoss(),
+        optimizer=functools.partial(torch.optim.Adam, lr=lr),
+        lpips="off",
+        **settings,
+    )
+
+
 def warnings_of(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelname == "WARNING"]
 
@@ -197,15 +217,8 @@ def test_an_error_of_the_call_itself_is_raised_and_the_region_stays_compiled(mon
 
 def test_training_continues_when_compiling_fails(monkeypatch, caplog, one_thread):
     monkeypatch.setattr(torch, "compile", failing_compile("forced failure"))
-    blurry, sharp = tiny_batch(size=16)
-    pairs = [{"blurry": b, "sharp": s} for b, s in zip(blurry, sharp, strict=True)]
-    module = NRKNetModule(
-        tiny_model(),
-        loss=NRKNetLoss(),
-        optimizer=functools.partial(torch.optim.Adam, lr=1e-3),
-        lpips="off",
-        compile="on",
-    )
+    pairs = tiny_pairs()
+    module = tiny_module(compile="on")
     trainer = L.Trainer(
         accelerator="cpu",
         max_steps=2,
@@ -291,22 +304,12 @@ def test_training_with_compiled_regions_validation_figures_and_ema_ends_as_eager
     still compiled."""
     from nrknet.ema import EMA
 
-    blurry, sharp = tiny_batch(size=16)
-    pairs = [
-        {"blurry": b, "sharp": s, "name": f"{i}.png"}
-        for i, (b, s) in enumerate(zip(blurry, sharp, strict=True))
-    ]
+    pairs = tiny_pairs()
     finals = {}
     for compile_mode in ("off", "on"):
         torch.manual_seed(0)
-        module = NRKNetModule(
-            tiny_model(),
-            loss=NRKNetLoss(),
-            optimizer=functools.partial(torch.optim.Adam, lr=1e-2),
-            lpips="off",
-            accel="off",
-            compile=compile_mode,
-            compile_options={"backend": "aot_eager"},
+        module = tiny_module(
+            lr=1e-2, accel="off", compile=compile_mode, compile_options={"backend": "aot_eager"}
         )
         trainer = L.Trainer(
             accelerator="cpu",
