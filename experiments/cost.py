@@ -42,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
@@ -160,18 +161,7 @@ def concurrency_speedups(sweep: dict) -> dict[int, float]:
 def speedup_function(speedups: dict[int, float]) -> Callable[[int], float]:
     """Speed-up for any k: linear between measured k, flat beyond the largest."""
     ks = sorted(speedups)
-
-    def speedup(k: int) -> float:
-        if k >= ks[-1]:
-            return speedups[ks[-1]]
-        upper = next(m for m in ks if m >= k)
-        lower = max(m for m in ks if m <= k)
-        if upper == lower:
-            return speedups[k]
-        share = (k - lower) / (upper - lower)
-        return speedups[lower] + share * (speedups[upper] - speedups[lower])
-
-    return speedup
+    return lambda k: float(np.interp(k, ks, [speedups[m] for m in ks]))
 
 
 def concurrent_hours(durations: list[float], jobs: int, speedup: Callable[[int], float]) -> float:
