@@ -218,6 +218,17 @@ def render(
     return "\n".join(lines)
 
 
+def read_result(path: Path, what: str) -> dict:
+    """A benchmark's JSON file, or a :class:`StudyError` naming the file and what it should be."""
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise StudyError(f"{path}: cannot read a {what} ({exc})") from exc
+    if not isinstance(result, dict):
+        raise StudyError(f"{path}: cannot read a {what} (expected a JSON object)")
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cost", description=__doc__.split("\n")[0])
     parser.add_argument("studies", nargs="*", help=f"default: all ({', '.join(known_studies())})")
@@ -238,38 +249,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        gpu = json.loads(args.gpu.read_text())
-    except (OSError, ValueError) as exc:
-        print(f"cost: {args.gpu}: cannot read a GPU benchmark result ({exc})", file=sys.stderr)
-        return 2
-    if "training" not in gpu:
-        reason = gpu.get("skipped", "no 'training' key")
-        print(f"cost: {args.gpu}: no training rates in it ({reason})", file=sys.stderr)
-        return 2
-    variants = None
-    if args.variants is not None:
+        gpu = read_result(args.gpu, "GPU benchmark result")
+        if "training" not in gpu:
+            reason = gpu.get("skipped", "no 'training' key")
+            raise StudyError(f"{args.gpu}: no training rates in it ({reason})")
+        variants = read_result(args.variants, "variants result") if args.variants else None
+        sweep = read_result(args.sweep, "sweep benchmark result") if args.sweep else None
         try:
-            variants = json.loads(args.variants.read_text())
-        except (OSError, ValueError) as exc:
-            print(f"cost: {args.variants}: cannot read a variants result ({exc})", file=sys.stderr)
-            return 2
-        if "variants" in variants:
-            toy = " at toy sizes, not for real estimates" if variants.get("quick") else ""
-            print(f"row costs measured on {variants.get('device')}{toy}")
-        else:  # e.g. `make bench` on a machine without a GPU: rows are priced by MACs
-            reason = variants.get("skipped", "no 'variants' key")
-            print(f"{args.variants}: no measured row costs ({reason}); rows priced by MACs")
-            variants = None
-    speedups = None
-    if args.sweep is not None:
-        try:
-            sweep = json.loads(args.sweep.read_text())
-            speedups = concurrency_speedups(sweep)
-        except (OSError, ValueError, KeyError, TypeError, StudyError) as exc:
-            print(
-                f"cost: {args.sweep}: cannot read a sweep benchmark result ({exc})", file=sys.stderr
-            )
-            return 2
+            speedups = concurrency_speedups(sweep) if sweep else None
+        except (KeyError, TypeError, ValueError) as exc:  # StudyError is a ValueError
+            raise StudyError(f"{args.sweep}: cannot read a sweep benchmark result ({exc})") from exc
+    except StudyError as exc:
+        print(f"cost: {exc}", file=sys.stderr)
+        return 2
+    if variants is not None and "variants" in variants:
+        toy = " at toy sizes, not for real estimates" if variants.get("quick") else ""
+        print(f"row costs measured on {variants.get('device')}{toy}")
+    elif variants is not None:  # e.g. `make bench` on a machine without a GPU: priced by MACs
+        reason = variants.get("skipped", "no 'variants' key")
+        print(f"{args.variants}: no measured row costs ({reason}); rows priced by MACs")
+        variants = None
+    if speedups:
         shown = ", ".join(f"{k}: x{v:.2f}" for k, v in speedups.items())
         print(f"jobs at once on one GPU, aggregate speed-up ({sweep.get('device')}): {shown}")
     machine = gpu.get("machine", {})
