@@ -51,14 +51,18 @@ def _to_uint8_rgb(img: torch.Tensor | np.ndarray) -> np.ndarray:
 
 def comparison_strip(*images: torch.Tensor, gap: int = 4) -> np.ndarray:
     """Side-by-side (input | output | ground truth ...) of same-sized (3, H, W) images, uint8 RGB."""
-    arrays = [_to_uint8_rgb(im) for im in images]
-    height = max(a.shape[0] for a in arrays)
+    return _side_by_side([_to_uint8_rgb(im) for im in images], gap)
+
+
+def _side_by_side(panels: Sequence[np.ndarray], gap: int) -> np.ndarray:
+    """Join uint8 RGB panels left to right, top-aligned, on white, ``gap`` pixels apart."""
+    height = max(p.shape[0] for p in panels)
     spacer = np.full((height, gap, 3), 255, np.uint8)
     parts = []
-    for i, a in enumerate(arrays):
+    for i, p in enumerate(panels):
         if i:
             parts.append(spacer)
-        parts.append(np.pad(a, ((0, height - a.shape[0]), (0, 0), (0, 0)), constant_values=255))
+        parts.append(np.pad(p, ((0, height - p.shape[0]), (0, 0), (0, 0)), constant_values=255))
     return np.concatenate(parts, axis=1)
 
 
@@ -99,14 +103,7 @@ def comparison_figure(
     labelled = [
         _label(p, labels[i] if i < len(labels) else f"image {i}", bar) for i, p in enumerate(panels)
     ]
-    height = max(p.shape[0] for p in labelled)
-    spacer = np.full((height, gap, 3), 255, np.uint8)
-    parts = []
-    for i, p in enumerate(labelled):
-        if i:
-            parts.append(spacer)
-        parts.append(np.pad(p, ((0, height - p.shape[0]), (0, 0), (0, 0)), constant_values=255))
-    return np.concatenate(parts, axis=1)
+    return _side_by_side(labelled, gap)
 
 
 def _lut(cmap: str) -> np.ndarray:
