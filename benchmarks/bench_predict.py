@@ -3,7 +3,7 @@
 The full run deblurs a 6000x4000 (24-megapixel) JPEG with the reference-width
 model (width 64, random weights: the cost does not depend on the values) at
 the default tile (512) and overlap, through the command-line entry point, in a
-fresh process whose peak resident memory is reported (the acceptance bound
+fresh process whose peak resident memory is reported (the bound it checks
 is 4 GiB). ``quick`` deblurs 1536x1536 instead (nine tiles, the middle one
 as large as the full run's interior tiles, so the per-tile memory is the
 same; the whole-image buffers are smaller) and extrapolates the time to 24

@@ -18,6 +18,9 @@ import torch
 from nrknet.checkpoint import save_model
 from nrknet.models.nrknet import NRKNet
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import machine  # noqa: E402
+
 
 def main(
     out_json: str, work: str = "/tmp/nrk_predict", size: tuple[int, int] = (6000, 4000)
@@ -31,7 +34,12 @@ def main(
     photo = cv2.resize(small, size, interpolation=cv2.INTER_CUBIC)  # 16-bit (24 MP by default)
     cv2.imwrite(str(root / "in" / "photo.png"), photo)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    result = {"size": f"{size[0]}x{size[1]}", "bit_depth": 16, "device": device}
+    result = {
+        "machine": machine(),
+        "size": f"{size[0]}x{size[1]}",
+        "bit_depth": 16,
+        "device": device,
+    }
     for name, extra in (("fp32", []), ("half", ["--half"]), ("fp32_batch4", ["--batch", "4"])):
         command = [
             sys.executable, "-m", "nrknet.predict", str(root / "in" / "photo.png"),

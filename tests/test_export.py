@@ -5,7 +5,7 @@ model, the plain U-Net head (``no_convlstm``), four scales (another size
 multiple), the full Neumann expansion, and the independent atoms
 (``non_separable`` and the fixed ``gaussian`` bank, whose levels are traced
 with a constant channel count and whose large atoms raise the smallest size
-the graph serves).
+the graph serves), and the U-Net baseline.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from nrknet.checkpoint import save_model
 from nrknet.export import export_onnx, minimum_size
 from nrknet.export import main as export_main
 from nrknet.models.nrknet import NRKNet
+from nrknet.models.unet_baseline import UNetBaseline
 
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -117,6 +118,21 @@ def test_residual_blur_operator_onnx_matches_pytorch(tmp_path, one_thread):
     export_onnx(model, tmp_path / "residual.onnx")
     graph = session(tmp_path / "residual.onnx")
     for size in SIZES:
+        assert max_difference(model, graph, size) < TOLERANCE, size
+
+
+def test_unet_baseline_exports_through_the_command_line(tmp_path, one_thread, capsys):
+    # its output convolution starts at zero (the identity): give it weights
+    torch.manual_seed(0)
+    model = UNetBaseline(width=8, levels=3).eval()
+    torch.nn.init.normal_(model.tail.weight, std=0.05)
+    save_model(model, tmp_path / "unet.ckpt")
+    assert export_main([str(tmp_path / "unet.ckpt"), str(tmp_path / "unet.onnx")]) == 0
+    smallest = minimum_size(model)
+    assert smallest == model.size_multiple == 4
+    assert "UNetBaseline width 8" in capsys.readouterr().out
+    graph = session(tmp_path / "unet.onnx")
+    for size in [*SIZES, (smallest, smallest + 3)]:
         assert max_difference(model, graph, size) < TOLERANCE, size
 
 

@@ -64,7 +64,7 @@ def photo_folder(tmp_path) -> Path:
 
 
 def test_folder_of_mixed_images(photo_folder, tmp_path, ckpt, capsys):
-    """Acceptance 2: four outputs with matching bit depth and channels; the corrupt file skipped."""
+    """Four outputs with matching bit depth and channels; the corrupt file skipped."""
     before = _digest(photo_folder)
     out = tmp_path / "out"
     status = main([str(photo_folder), "--out", str(out), "--ckpt", str(ckpt)])

@@ -113,7 +113,7 @@ def test_default_overlap():
 
 @pytest.mark.parametrize("size", [(200, 300), (203, 299)])
 def test_tiled_equals_whole_image_inference(small_model, size):
-    """Acceptance 1: 4+ tiles with the default overlap, max difference <= 1e-4 (odd sizes too)."""
+    """4+ tiles with the default overlap, max difference <= 1e-4 (odd sizes too)."""
     x = _image(*size)
     plan = plan_tiles(*size, tile=96, overlap=default_overlap(small_model), whole_if_fits=False)
     assert len(plan) >= 4

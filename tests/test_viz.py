@@ -98,7 +98,7 @@ def test_radius_of_a_residual_operator_counts_its_identity():
 
 
 def test_defocus_map_follows_known_coefficients():
-    """Acceptance 3, analytic operator: coefficient mass moves up the stack with the true radius."""
+    """Analytic operator: coefficient mass moves up the stack with the true radius."""
     levels = 21
     op = RKRBlur(binomial_atoms(levels), channels=3, mixing="sum")
     moments = atom_second_moments(op.atoms)
@@ -114,7 +114,7 @@ def test_defocus_map_follows_known_coefficients():
 
 
 def test_defocus_map_recovers_known_blur_of_a_synthetic_scene():
-    """Acceptance 3 on images: stripes at known depths blurred by Gaussians of known size.
+    """On images: stripes at known depths blurred by Gaussians of known size.
 
     The coefficients of each stripe are fitted (non-negative least squares)
     so that the RKR operator maps the sharp scene to the blurry one, as the

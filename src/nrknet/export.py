@@ -13,6 +13,9 @@ step only where the coarsest scale is wider than the largest radius (several
 mirror steps otherwise, a count the graph cannot vary), so their graphs are
 traced at, and valid from, a larger size: 33 px for ``gaussian``, 81 px for
 the 20-level ``non_recursive`` and ``non_separable`` at three scales.
+
+The U-Net baseline (:mod:`nrknet.models.unet_baseline`) exports the same way;
+its graph serves every size of at least its size multiple.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ class ExportError(RuntimeError):
 class PaddedForExport(nn.Module):
     """Pads to the network's size multiple and crops back, using only shape arithmetic ONNX records."""
 
-    def __init__(self, model: NRKNet) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
         self.multiple = model.size_multiple
@@ -60,8 +63,12 @@ class PaddedForExport(nn.Module):
         return self.model(padded)[..., :height, :width]
 
 
-def minimum_size(model: NRKNet) -> int:
+def minimum_size(model: nn.Module) -> int:
     """Smallest height and width the exported graph of ``model`` serves.
+
+    For a network other than NRKNet (the U-Net baseline), the size multiple
+    ``m``: the graph reflect-pads by less than ``m``, which needs more pixels
+    than the pad, and the network itself takes any multiple of ``m``.
 
     The graph pads an input of ``n`` pixels to the next multiple of
     ``size_multiple`` (m); the coarsest U-Net level needs that to be at least
@@ -71,6 +78,8 @@ def minimum_size(model: NRKNet) -> int:
     or more, rounded up to a multiple of m.
     """
     multiple = model.size_multiple
+    if not isinstance(model, NRKNet):
+        return multiple
     padded = 2 * multiple
     if isinstance(model.atoms, IndependentAtoms):
         needed = 2 ** (model.num_scales - 1) * (model.atoms.max_radius + 1)
@@ -80,7 +89,7 @@ def minimum_size(model: NRKNet) -> int:
 
 
 @contextmanager
-def _static_channel_atoms(model: NRKNet, channels: int) -> Iterator[None]:
+def _static_channel_atoms(model: nn.Module, channels: int) -> Iterator[None]:
     """Independent atom levels with the channel count fixed while tracing.
 
     The bank expands each shared atom to the image's channel count read from the
@@ -88,7 +97,7 @@ def _static_channel_atoms(model: NRKNet, channels: int) -> Iterator[None]:
     loses the convolution kernel's shape. The same levels, with ``channels`` a
     constant, export; the test compares them with the untouched model.
     """
-    atoms = model.atoms
+    atoms = getattr(model, "atoms", None)
     if not isinstance(atoms, IndependentAtoms):
         yield
         return
@@ -109,7 +118,7 @@ def _static_channel_atoms(model: NRKNet, channels: int) -> Iterator[None]:
 
 
 def export_onnx(
-    model: NRKNet,
+    model: nn.Module,
     path: str | os.PathLike,
     sample_size: tuple[int, int] = (64, 64),
     opset: int = DEFAULT_OPSET,
@@ -122,7 +131,7 @@ def export_onnx(
     path = Path(path)
     model = model.eval().cpu().float()
     wrapper = PaddedForExport(model).eval()
-    channels = model.config["in_channels"]
+    channels = model.config.get("in_channels", 3)
     smallest = minimum_size(model)
     sample = torch.rand(1, channels, *(max(side, smallest) for side in sample_size))
     dynamic = {0: "batch", 2: "height", 3: "width"}
@@ -185,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nrknet-export: error: {exc}", file=sys.stderr)
         return 2
     print(
-        f"wrote {args.output}: NRKNet width {model.config['width']}, input '{INPUT_NAME}' "
+        f"wrote {args.output}: {type(model).__name__} width {model.config['width']}, input '{INPUT_NAME}' "
         f"(N, 3, H, W) RGB in [0, 1], H and W >= {minimum_size(model)}"
     )
     return 0
