@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from nrknet.data import datamodules as dms
+from nrknet.data.io import NRKNetDataError
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
 
@@ -38,3 +41,21 @@ def test_data_config_instantiates(tmp_path: Path, name: str) -> None:
 
 def test_all_configs_are_covered() -> None:
     assert {p.stem for p in CONF.glob("*.yaml")} == set(EXPECTED)
+
+
+def test_a_missing_extra_test_set_names_the_setting_that_leaves_it_out(tmp_path: Path) -> None:
+    for sub in ("source", "target"):
+        folder = tmp_path / "dd_dp_dataset_png" / "test_c" / sub
+        folder.mkdir(parents=True)
+        cv2.imwrite(str(folder / "0.png"), np.full((32, 32, 3), 128, np.uint8))
+    cfg = OmegaConf.merge(
+        {"paths": {"data_dir": str(tmp_path)}}, {"data": OmegaConf.load(CONF / "dpdd.yaml")}
+    )
+    dm = instantiate(cfg.data)
+    with pytest.raises(
+        NRKNetDataError, match=r"extra test set 'realdof' .*~data\.extra_test_sets\.realdof"
+    ):
+        dm.setup("test")
+    without = instantiate(OmegaConf.merge(cfg.data, {"extra_test_sets": None}))
+    without.setup("test")
+    assert [len(d) for d in without.test_datasets] == [1]

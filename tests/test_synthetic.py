@@ -375,6 +375,13 @@ def test_refuses_foreign_folder_and_bad_settings(tmp_path: Path) -> None:
             generate_dataset(tmp_path / "x", **{**SMALL, **bad})
 
 
+def test_training_without_rendered_training_pairs_says_so_before_rendering(tmp_path: Path) -> None:
+    dm = SyntheticDataModule(tmp_path / "set", num_train=0, num_val=1, num_test=1, size=32)
+    with pytest.raises(NRKNetDataError, match="data.num_train=0: training needs at least one"):
+        dm.setup("fit")
+    assert not (tmp_path / "set").exists()
+
+
 def test_datamodule_generates_once_then_reuses(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

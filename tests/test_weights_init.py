@@ -7,8 +7,8 @@ import logging
 import pytest
 import torch
 
-from nrknet.checkpoint import MODEL_PREFIX, CheckpointError, save_model
-from nrknet.convert import REFERENCE_TO_OURS, from_official
+from nrknet.checkpoint import MODEL_PREFIX, CheckpointError, load_model, save_model
+from nrknet.convert import REFERENCE_TO_OURS, convert_file, from_official
 from nrknet.models.nrknet import NRKNet
 from nrknet.weights import load_weights, read_model_weights
 from nrknet.weights.init import apply_init_from, require_training_state
@@ -109,6 +109,31 @@ def test_foreign_file_is_refused_with_its_name(tmp_path):
         read_model_weights(path)
     with pytest.raises(CheckpointError, match="not found"):
         read_model_weights(tmp_path / "absent.ckpt")
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "the file is empty"),
+        (b"\xaa" * 300, "not a PyTorch file"),
+        (b"\x80\x02\x8a\x0a" + b"\xaa" * 60, "cannot read checkpoint"),  # a pickle, cut short
+    ],
+)
+def test_unreadable_files_are_one_line_errors_everywhere(tmp_path, content, reason):
+    path = tmp_path / "broken.ckpt"
+    path.write_bytes(content)
+    for read in (read_model_weights, load_model, lambda p: convert_file(p, tmp_path / "out.ckpt")):
+        with pytest.raises(CheckpointError, match=reason) as error:
+            read(path)
+        message = str(error.value)
+        assert "\n" not in message and "broken.ckpt" in message and "weights_only" not in message
+    assert not (tmp_path / "out.ckpt").exists()
+
+
+def test_convert_refuses_a_checkpoint_that_is_already_converted(tmp_path):
+    save_model(NRKNet(width=8), tmp_path / "w.ckpt")
+    with pytest.raises(CheckpointError, match="already an nrknet checkpoint"):
+        convert_file(tmp_path / "w.ckpt", tmp_path / "out.ckpt")
 
 
 def test_resumed_run_does_not_apply_init_from(tmp_path):

@@ -102,3 +102,39 @@ def test_ckpt_path_to_a_weights_only_file_points_to_init_from(
     )
     with pytest.raises(CheckpointError, match="holds weights only.*init_from="):
         train(cfg)
+
+
+def test_a_finished_run_is_neither_overwritten_nor_resumed_into_another_network(
+    compose_train, tmp_path, synthetic_data_dir
+):
+    base = ["experiment=quickstart", *tiny_overrides(synthetic_data_dir, tmp_path / "run")]
+    train(compose_train([*base, "test=false", "trainer.max_epochs=1"]))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+
+    with pytest.raises(FileExistsError, match="auto_resume=true") as error:
+        train(compose_train([*base, "test=false", "trainer.max_epochs=2"]))
+    assert "best.ckpt" in str(error.value) and "last.ckpt" in str(error.value)
+
+    # resuming another network: the settings that differ, in one line
+    other = [*base, "test=false", "trainer.max_epochs=2", "model.width=8"]
+    with pytest.raises(CheckpointError) as error:
+        train(compose_train([*other, "ckpt_path=last"]))
+    message = str(error.value)
+    assert "model.width=4 in the checkpoint, 8 here" in message and "init_from=" in message
+    assert "\n" not in message
+    assert last.read_bytes() == before  # nothing written by the refused runs
+
+    # files that are no checkpoint at all, given to resume from another folder
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    (tmp_path / "garbage.ckpt").write_bytes(b"\xaa" * 300)
+    (tmp_path / "folder.ckpt").mkdir()
+    fresh = ["experiment=quickstart", *tiny_overrides(synthetic_data_dir, tmp_path / "fresh")]
+    for name, reason in [
+        ("empty.ckpt", "the file is empty"),
+        ("garbage.ckpt", "not a PyTorch file"),
+        ("folder.ckpt", "is a folder"),
+    ]:
+        with pytest.raises(CheckpointError, match=reason) as error:
+            train(compose_train([*fresh, f"ckpt_path={tmp_path / name}"]))
+        assert "\n" not in str(error.value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,43 @@ MODEL_PREFIX = "model."
 
 class CheckpointError(ValueError):
     """A file that is not a usable NRKNet checkpoint."""
+
+
+def read_checkpoint(path: str | os.PathLike, **load_options: Any) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True, **load_options)``; one line on failure.
+
+    The error says what is wrong with the file (missing, a folder, empty, not
+    a PyTorch file) instead of torch's multi-line unpickler report.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    options = {"map_location": "cpu", "weights_only": True, **load_options}
+    try:
+        return torch.load(path, **options)
+    except Exception as exc:  # noqa: BLE001 - truncated or foreign files fail in many ways
+        raise CheckpointError(f"cannot read checkpoint {path}: {load_failure(path, exc)}") from exc
+
+
+def load_failure(path: Path, exc: Exception) -> str:
+    """Why ``torch.load`` could not read ``path``, in a few words."""
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            pickled = f.read(1) == b"\x80"  # the pickle protocol marker of torch's legacy format
+        if not pickled:
+            return "not a PyTorch file (corrupt, truncated or another format)"
+    text = str(exc)
+    # torch's weights_only report spans many lines around the unpickler's own reason
+    marker = "Unpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reason = lines[0].split(". ")[0] if lines else type(exc).__name__
+    return f"not a checkpoint of plain tensors ({reason})" if marker in str(exc) else reason
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
@@ -63,12 +101,7 @@ def load_model(
     (the U-Net baseline, :mod:`nrknet.models.unet_baseline`).
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    ckpt = read_checkpoint(path, map_location=map_location, weights_only=False)
     meta = ckpt.get("nrknet") if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or "model_config" not in meta or "state_dict" not in ckpt:
         hint = ""

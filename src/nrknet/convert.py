@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from nrknet.checkpoint import CheckpointError, save_model
+from nrknet.checkpoint import CheckpointError, read_checkpoint, save_model
 from nrknet.models.nrknet import NRKNet
 
 # Reference name -> our name, for everything but the U-Net's residual stages.
@@ -151,10 +151,9 @@ def convert_file(src: str | Path, dst: str | Path, overwrite: bool = False) -> N
         raise CheckpointError(f"output exists: {dst} (pass --overwrite to replace it)")
     if dst.resolve() == src.resolve():
         raise CheckpointError(f"output {dst} would overwrite the input")
-    try:
-        state = torch.load(src, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - truncated or foreign files fail in many ways
-        raise CheckpointError(f"cannot read {src}: {exc}") from exc
+    state = read_checkpoint(src)
+    if isinstance(state, Mapping) and "nrknet" in state:
+        raise CheckpointError(f"{src} is already an nrknet checkpoint: use it as it is")
     model = from_official(state)
     save_model(model, dst, source=str(src.name), converted_from="reference")
     return model

@@ -18,7 +18,7 @@ from nrknet.reporting import print_run_summary, write_reports
 from nrknet.utils import CONFIG_DIR, clean_errors, instantiate_group, require_accelerator
 from nrknet.utils.atomic import atomic_write_text, remove_stale_temporaries
 from nrknet.weights import resolve_checkpoint
-from nrknet.weights.init import apply_init_from, require_training_state
+from nrknet.weights.init import apply_init_from, require_same_model, require_training_state
 
 log = logging.getLogger("nrknet.train")
 
@@ -37,6 +37,21 @@ def resolve_resume_path(cfg: DictConfig) -> str | None:
     if cfg.ckpt_path is None:
         return None
     return require_training_state(resolve_checkpoint(cfg.ckpt_path), setting="ckpt_path")
+
+
+def refuse_to_overwrite_checkpoints(folder: Path, resume: str | None) -> None:
+    """A one-line error when ``folder`` holds checkpoints of an earlier run that this one does not resume.
+
+    A new run would replace its ``best.ckpt`` and ``last.ckpt``; continuing it
+    is ``auto_resume=true`` (or ``ckpt_path=last``).
+    """
+    earlier = sorted(p.name for p in folder.glob("*.ckpt") if p.is_file())
+    if not earlier or (resume is not None and Path(resume).resolve().parent == folder.resolve()):
+        return
+    raise FileExistsError(
+        f"{folder} already holds the checkpoints of an earlier run ({', '.join(earlier)}); "
+        "continue that run with auto_resume=true, or choose another hydra.run.dir"
+    )
 
 
 def remove_partial_checkpoints(folder: Path) -> None:
@@ -100,13 +115,18 @@ def train(cfg: DictConfig) -> float | None:
     place_concurrent_job(cfg)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
     L.seed_everything(cfg.seed, workers=True)
+    out_dir = Path(cfg.paths.output_dir)
+    resume = None
+    if cfg.get("train", True):
+        resume = resolve_resume_path(cfg)
+        refuse_to_overwrite_checkpoints(out_dir / "checkpoints", resume)
     datamodule, module, trainer = build(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams(_loggable(cfg))
-    out_dir = Path(cfg.paths.output_dir)
     best_psnr = None
     if cfg.get("train", True):
-        resume = resolve_resume_path(cfg)
+        if resume is not None:
+            require_same_model(module.model, resume)
         apply_init_from(module.model, cfg.get("init_from"), cfg.get("init_strict", True), resume)
         remove_partial_checkpoints(out_dir / "checkpoints")
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)

@@ -136,7 +136,7 @@ def paired_crop(
         if not pad_if_smaller:
             raise NRKNetDataError(
                 f"image {name or '?'} is {iw}x{ih} (WxH), smaller than the crop {w}x{h}; "
-                "use a smaller crop_size or pad_if_smaller=True"
+                "use a smaller data.crop_size or data.pad_if_smaller=true"
             )
         images = [_pad_reflect(im, h, w) for im in images]
         ih, iw = images[0].shape[:2]

@@ -95,6 +95,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
         MetricsError,
         NonFiniteLossError,
         FileNotFoundError,
+        FileExistsError,
         NotADirectoryError,
         ValueError,
         HydraException,

@@ -93,7 +93,7 @@ def _fetch(entry: WeightsEntry, home: Path, progress: bool) -> Path:
 
 def _converted(entry: WeightsEntry, source: Path, home: Path) -> Path:
     """The cached RGB checkpoint of a reference file, converted on first use."""
-    from nrknet.checkpoint import save_model
+    from nrknet.checkpoint import read_checkpoint, save_model
     from nrknet.convert import REFERENCE_TO_OURS, from_official
 
     target = converted_path(entry, home)
@@ -104,10 +104,7 @@ def _converted(entry: WeightsEntry, source: Path, home: Path) -> Path:
             f"{source}: sha256 {actual} is not the expected {entry.sha256.lower()} of weights "
             f"'{entry.name}'; delete it and try again"
         )
-    try:
-        state = torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - truncated or foreign files fail in many ways
-        raise CheckpointError(f"cannot read {source}: {exc}") from exc
+    state = read_checkpoint(source)
     model = from_official(state)
     ours = model.state_dict()
     check_shapes(entry, {ref: ours[key] for ref, key in REFERENCE_TO_OURS.items()}, source)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from nrknet.checkpoint import MODEL_PREFIX, CheckpointError
+from nrknet.checkpoint import MODEL_PREFIX, CheckpointError, read_checkpoint
 
 log = logging.getLogger("nrknet.weights")
 
@@ -48,12 +49,7 @@ class LoadReport:
 def read_model_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The network's state dict (our names, RGB) from any of the three supported files."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - truncated or foreign files fail in many ways
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    ckpt = read_checkpoint(path)
     inner = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     if isinstance(inner, dict) and any(str(k).startswith(MODEL_PREFIX) for k in inner):
         return {k[len(MODEL_PREFIX) :]: v for k, v in inner.items() if k.startswith(MODEL_PREFIX)}
@@ -132,14 +128,59 @@ def apply_init_from(
 
 
 def require_training_state(path: str | os.PathLike, setting: str = "ckpt_path") -> str:
-    """``path`` if it can resume a run; a one-line error if it holds weights only."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except Exception:  # noqa: BLE001 - let Lightning report files it cannot read
-        return str(path)
+    """``path`` if it can resume a run; a one-line error if it holds weights only or is no checkpoint."""
+    path = Path(path)
+    if path.is_file() and zipfile.is_zipfile(path):
+        try:
+            ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        except Exception:  # noqa: BLE001 - a checkpoint with objects beyond tensors: Lightning reads it
+            return str(path)
+    else:  # a folder, an empty, truncated or foreign file: say so in one line
+        try:
+            ckpt = read_checkpoint(path)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{setting}: {exc}") from exc
     if not (isinstance(ckpt, dict) and "state_dict" in ckpt and "optimizer_states" in ckpt):
         raise CheckpointError(
             f"{setting}={path} holds weights only, no training state to resume; "
             f"start from its weights with init_from={path}"
         )
     return str(path)
+
+
+def require_same_model(
+    model: nn.Module, path: str | os.PathLike, setting: str = "ckpt_path"
+) -> None:
+    """A one-line error when the checkpoint to resume holds another network than ``model``.
+
+    Resuming restores every tensor as it was; a checkpoint of another width,
+    depth or variant cannot be resumed, only used as a start (``init_from``).
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception:  # noqa: BLE001 - files this cannot read are reported by Lightning
+        return
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        return
+    stored = {k: v for k, v in ckpt["state_dict"].items() if str(k).startswith(MODEL_PREFIX)}
+    own = {MODEL_PREFIX + k: v for k, v in model.state_dict().items()}
+    differing = sorted(
+        k for k in stored.keys() | own.keys()
+        if k not in stored or k not in own or stored[k].shape != own[k].shape
+    )  # fmt: skip
+    if not differing:
+        return
+    config = (ckpt.get("nrknet") or {}).get("model_config") or {}
+    current = dict(getattr(model, "config", {}))
+    settings = [
+        f"model.{key}={config.get(key)} in the checkpoint, {current.get(key)} here"
+        for key in sorted(config.keys() | current.keys())
+        if config.get(key) != current.get(key)
+    ]
+    what = (
+        "; ".join(settings) if settings else f"{len(differing)} tensors differ, e.g. {differing[0]}"
+    )
+    raise CheckpointError(
+        f"{setting}={path} holds another network ({what}); resume with the settings it was "
+        f"trained with, or start from its weights with init_from={path} init_strict=false"
+    )

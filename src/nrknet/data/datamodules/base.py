@@ -147,17 +147,22 @@ class DefocusDataModule(LightningDataModule):
             if own is None:
                 raise NRKNetDataError(f"{self.dataset_name} has no test set")
             sets.append(own)
-        for spec in self.extra_test_sets.values():
+        for name, spec in self.extra_test_sets.items():
             options = {k: v for k, v in spec.items() if k not in ("kind", "root")}
-            sets.append(
-                make_test_dataset(
+            try:
+                dataset = make_test_dataset(
                     spec["kind"],
                     spec["root"],
                     on_bad_image=self.on_bad_image,
                     check_files=self.check_files,
                     **options,
                 )
-            )
+            except NRKNetDataError as exc:
+                raise NRKNetDataError(
+                    f"extra test set '{name}' (leave it out with '~data.extra_test_sets.{name}', "
+                    f"or all of them with data.extra_test_sets=null): {exc}"
+                ) from exc
+            sets.append(dataset)
         return sets
 
     def setup(self, stage: str | None = None) -> None:
@@ -218,7 +223,8 @@ class DefocusDataModule(LightningDataModule):
         """One loader per entry of ``test_set_names``, in that order."""
         if not self.test_set_names:
             raise NRKNetDataError(
-                f"{self.dataset_name} has no ground truth, so no test set: use predict_dataloader()"
+                f"{self.dataset_name} has no ground truth, so no test set: deblur its photos with nrknet-predict "
+                "(or use predict_dataloader() in Python)"
             )
         if not self.test_datasets:
             self.setup("test")

@@ -152,8 +152,8 @@ class CUHKDataModule(DefocusDataModule):
 
     def _test_only_error(self, what: str) -> NRKNetDataError:
         return NRKNetDataError(
-            f"CUHK-BD has no ground truth and no {what} split: use predict_dataloader() "
-            "for visual results"
+            f"CUHK-BD has no ground truth and no {what} split: deblur its photos with nrknet-predict "
+            "(or predict_dataloader() in Python) for visual results"
         )
 
     def _predict_dataset(self) -> BlurryOnlyDataset:

@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from nrknet.data.datamodules.benchmarks import DPDDDataModule
+from nrknet.data.io import NRKNetDataError
 from nrknet.data.synthetic import SynthSettings, generate_dataset, is_complete_dataset
 
 
@@ -75,6 +76,10 @@ class SyntheticDataModule(DPDDDataModule):
         )
 
     def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.settings.num_train < 1:
+            raise NRKNetDataError(
+                f"data.num_train={self.settings.num_train}: training needs at least one rendered pair"
+            )
         if not self.is_prepared():
             self.prepare_data()
         super().setup(stage)
