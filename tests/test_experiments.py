@@ -4,6 +4,7 @@ every study's multirun, built from its table.yaml, runs exactly the rows its col
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from conftest import CONFIG_DIR, tiny_overrides
 from nrknet.train import train
+from nrknet.utils import require_numbers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import collect  # noqa: E402
@@ -43,9 +45,26 @@ def test_experiment_composes_with_its_own_settings(compose_train, experiment, tm
     expected_model = "unet_baseline.UNetBaseline" if "unet" in experiment else "nrknet.NRKNet"
     assert cfg.model._target_ == f"nrknet.models.{expected_model}"
     assert cfg.study and cfg.trainer.max_epochs >= 1
+    require_numbers(cfg)  # every numeric setting is a number of the kind it needs
     if experiment.startswith("table") or experiment.startswith("atoms"):
         assert cfg.data._target_.endswith("DPDDDataModule")
         assert cfg.trainer.accelerator == "gpu" and cfg.trainer.max_epochs == 4000
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.max_epochs=abc", "trainer.max_epochs='abc': expected a whole number"),
+        ("optimizer.lr=1e-4x", "optimizer.lr='1e-4x': expected a number"),
+        ("data.crop_size=31.5", "data.crop_size=31.5: expected a whole number"),
+        ("seed=true", "seed=True: expected a whole number"),
+    ],
+)
+def test_a_numeric_setting_given_as_text_is_named(compose_train, tmp_path, override, message):
+    cfg = compose_train([override, f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}"])
+    with pytest.raises(ValueError, match=re.escape(message)):
+        train(cfg)
+    assert not (tmp_path / "checkpoints").exists()
 
 
 @pytest.mark.slow

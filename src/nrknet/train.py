@@ -15,7 +15,13 @@ from omegaconf import DictConfig
 from nrknet.batch_log import for_batch_jobs
 from nrknet.callbacks import AtomicCheckpointIO
 from nrknet.reporting import print_run_summary, write_reports
-from nrknet.utils import CONFIG_DIR, clean_errors, instantiate_group, require_accelerator
+from nrknet.utils import (
+    CONFIG_DIR,
+    clean_errors,
+    instantiate_group,
+    require_accelerator,
+    require_numbers,
+)
 from nrknet.utils.atomic import atomic_write_text, remove_stale_temporaries
 from nrknet.weights import resolve_checkpoint
 from nrknet.weights.init import apply_init_from, require_same_model, require_training_state
@@ -112,6 +118,7 @@ def place_concurrent_job(cfg: DictConfig) -> None:
 
 def train(cfg: DictConfig) -> float | None:
     """Train (and test) as configured; returns the best validation PSNR."""
+    require_numbers(cfg)
     place_concurrent_job(cfg)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
     L.seed_everything(cfg.seed, workers=True)

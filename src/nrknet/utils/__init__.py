@@ -57,6 +57,28 @@ def require_accelerator(trainer: DictConfig) -> None:
     )
 
 
+#: Settings a typo on the command line can turn into text; checked before anything is built.
+WHOLE_NUMBER_SETTINGS = (
+    "seed", "trainer.max_epochs", "trainer.max_steps", "trainer.check_val_every_n_epoch",
+    "trainer.log_every_n_steps", "trainer.accumulate_grad_batches", "data.batch_size",
+    "data.val_batch_size", "data.crop_size", "data.num_workers", "model.width", "model.num_levels",
+)  # fmt: skip
+NUMBER_SETTINGS = ("optimizer.lr", "optimizer.weight_decay", "trainer.gradient_clip_val")
+
+
+def require_numbers(cfg: DictConfig) -> None:
+    """One line naming the setting when one of the numeric settings above is not a number."""
+    from omegaconf import OmegaConf
+
+    for key in (*WHOLE_NUMBER_SETTINGS, *NUMBER_SETTINGS):
+        value = OmegaConf.select(cfg, key, default=None)
+        whole = key in WHOLE_NUMBER_SETTINGS
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int if whole else int | float)
+        ):
+            raise ValueError(f"{key}={value!r}: expected a {'whole number' if whole else 'number'}")
+
+
 def instantiate_group(cfg: DictConfig | None) -> list[Any]:
     """Instantiate every entry of a group made of named ``_target_`` configs (callbacks, loggers)."""
     from hydra.utils import instantiate
