@@ -322,8 +322,14 @@ def test_bad_levels_and_overlap_are_usage_errors(photo_folder, tmp_path, ckpt, c
 
 
 def test_collect_jobs_keeps_inputs_safe(photo_folder, tmp_path):
-    """Unsafe output folders raise; a clash between outputs marks the later job, the rest run."""
-    from nrknet.inference import Job, NoImagesError, UnsafeOutputError, collect_jobs
+    """Unsafe output folders and two inputs with one output raise; a file named twice is one job."""
+    from nrknet.inference import (
+        Job,
+        NoImagesError,
+        OutputClashError,
+        UnsafeOutputError,
+        collect_jobs,
+    )
 
     with pytest.raises(UnsafeOutputError, match="inside the input folder"):
         collect_jobs([str(photo_folder)], photo_folder / "sub")
@@ -331,12 +337,76 @@ def test_collect_jobs_keeps_inputs_safe(photo_folder, tmp_path):
         collect_jobs([str(photo_folder / "*.jpg")], photo_folder)
     with pytest.raises(NoImagesError, match="no images found"):
         collect_jobs([str(photo_folder / "*.tif")], tmp_path / "out")
+    out = tmp_path / "out"
+    jobs = collect_jobs([str(photo_folder / "a.jpg"), str(photo_folder / "*.jpg")], out)
+    assert jobs == [Job(photo_folder / "a.jpg", out / "a.jpg")]  # one file named twice, one job
     other = tmp_path / "other"
     _write(other / "a.jpg", np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(OutputClashError) as clash:
+        collect_jobs([str(photo_folder / "a.jpg"), str(other / "a.jpg")], out)
+    assert str(clash.value) == (
+        f"{other / 'a.jpg'} and {photo_folder / 'a.jpg'} would both write {out / 'a.jpg'}"
+    )
+
+
+def test_collect_jobs_plans_side_files_and_run_files(tmp_path):
+    """Side files and the files of the run are planned with the results; no file is written twice."""
+    from nrknet.inference import OutputClashError, collect_jobs, side_suffixes
+
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    _write(photos / "a.png", np.zeros((8, 8, 3), np.uint8))
+    suffixes = side_suffixes(defocus_map=True, figures=True)
+    (job,) = collect_jobs([str(photos)], out, side_suffixes=suffixes, run_files={"k.png": "K"})
+    names = ["a.png", "a.defocus.png", "a.defocus_color.png", "a.compare.png", "a.coefficients.png"]
+    assert job.outputs == tuple(out / name for name in names)
+    _write(photos / "k.png", np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(OutputClashError, match=f"^{photos / 'k.png'} and K would both write"):
+        collect_jobs([str(photos)], out, run_files={"k.png": "K"})
+    # A side file that would land on an input file (given from a sub-folder of the output folder)
+    (photos / "k.png").unlink()
+    _write(photos / "keep" / "c.png", np.zeros((8, 8, 3), np.uint8))
+    _write(out / "keep" / "c.defocus.png", np.zeros((8, 8, 3), np.uint8))
+    inputs = [str(photos), str(out / "keep" / "c.defocus.png")]
+    with pytest.raises(OutputClashError) as clash:
+        collect_jobs(inputs, out, side_suffixes=[".defocus.png"])
+    assert str(clash.value) == (
+        f"{out / 'keep' / 'c.defocus.png'}, an output of {photos / 'keep' / 'c.png'}, "
+        "would replace an input file"
+    )
+
+
+@pytest.mark.parametrize("overwrite", [False, True], ids=["fresh", "overwrite"])
+def test_outputs_that_would_replace_each_other_stop_the_run(tmp_path, ckpt, overwrite, capsys):
+    """photo.png and photo.jpg share side files, x.png's defocus map is x.defocus.png's result,
+    and atoms.png is the kernels figure: nothing is deblurred, nothing is written."""
+    folder = tmp_path / "coll"
+    for name in ("photo.png", "photo.jpg", "atoms.png", "x.png", "x.defocus.png"):
+        _write(folder / name, (_scene(24, 32) * 255).astype(np.uint8))
     out = tmp_path / "out"
-    jobs = collect_jobs([str(photo_folder / "a.jpg"), str(other / "a.jpg")], out)
-    assert jobs[0] == Job(photo_folder / "a.jpg", out / "a.jpg")
-    assert jobs[1].problem == f"same output {out / 'a.jpg'} as {photo_folder / 'a.jpg'}"
+    base = ["--out", str(out), "--ckpt", str(ckpt), "-q"] + (["--overwrite"] if overwrite else [])
+
+    def refused(inputs: list[Path], *options: str) -> str:
+        status = main([*map(str, inputs), *base, *options])
+        err = capsys.readouterr().err
+        assert status == 2
+        assert len(err.strip().splitlines()) == 1 and err.startswith("nrknet-predict: error:")
+        assert not out.exists()
+        return err
+
+    err = refused([folder], "--defocus-map", "--figures")
+    assert f"{folder / 'atoms.png'} and the kernels figure of --figures would both write" in err
+    err = refused([folder / "photo.jpg", folder / "photo.png"], "--defocus-map")
+    assert err.strip().endswith(
+        f"{folder / 'photo.png'} and {folder / 'photo.jpg'} would both write "
+        f"{out / 'photo.defocus.png'}"
+    )
+    err = refused([folder / "x.png", folder / "x.defocus.png"], "--defocus-map")
+    assert f"{folder / 'x.defocus.png'} and {folder / 'x.png'} would both write" in err
+    err = refused([folder / "photo.jpg", folder / "photo.png"], "--figures")
+    assert str(out / "photo.compare.png") in err
+    # Without side files the same five images have five distinct outputs.
+    assert main([str(folder), *base]) == 0
+    assert "5 done, 0 skipped" in capsys.readouterr().out
 
 
 def test_figures_need_coefficient_levels(photo_folder, tmp_path, ckpt):

@@ -26,7 +26,11 @@ and, once per run, ``atoms.png`` (the learned kernels A_1 .. A_J).
 
 Safety: the output folder may not be an input folder (or lie inside a folder
 given as input, or be the folder of an input file); an input file is never
-written; an existing output is skipped unless ``--overwrite``.
+written; an existing output is skipped unless ``--overwrite``. Every file the
+run will write (results, side files, ``atoms.png``) is planned before any is
+written: two inputs that would write the same file (``photo.png`` and
+``photo.jpg`` both have ``photo.defocus.png``), or an output that would
+replace an input, stop the run with a usage error naming both.
 
 Memory: images whose padded area fits one window (``tile + 2 overlap`` on a
 side) are deblurred whole; larger ones tile by tile (see
@@ -45,7 +49,7 @@ options, reports errors and progress, and sets the exit status.
 Exit status: 0 when every image was deblurred or skipped because its output
 exists; 1 when any input was unreadable or failed (each is reported with its
 path, the others still run); 2 for usage errors (bad options, missing or
-invalid checkpoint, unsafe output folder, no images found).
+invalid checkpoint, unsafe output folder, outputs that clash, no images found).
 """
 
 from __future__ import annotations
@@ -197,11 +201,20 @@ def _check_options(args) -> None:
         raise UsageError("--threads must be a positive integer")
 
 
-def _collect_jobs(inputs: Sequence[str], out_dir: Path):
-    from nrknet.inference import JobsError, UnsafeOutputError, collect_jobs
+def _collect_jobs(args):
+    """Every job, with every file the run will write planned, or a :class:`UsageError`."""
+    from nrknet.inference import (
+        ATOMS_FIGURE,
+        JobsError,
+        UnsafeOutputError,
+        collect_jobs,
+        side_suffixes,
+    )
 
+    suffixes = side_suffixes(defocus_map=args.defocus_map, figures=args.figures)
+    run_files = {ATOMS_FIGURE: "the kernels figure of --figures"} if args.figures else None
     try:
-        return collect_jobs(inputs, out_dir)
+        return collect_jobs(args.inputs, args.out, side_suffixes=suffixes, run_files=run_files)
     except UnsafeOutputError as exc:
         raise UsageError(f"{exc}; choose another --out") from exc
     except JobsError as exc:
@@ -241,13 +254,7 @@ def run(args, console) -> Summary:
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from nrknet.inference import (
-        Deblurrer,
-        deblur_file,
-        existing_outputs,
-        output_paths,
-        write_atoms_figure,
-    )
+    from nrknet.inference import Deblurrer, deblur_file, existing_outputs, write_atoms_figure
 
     def say(message: str) -> None:
         console.print(message, markup=False, highlight=False, soft_wrap=True)
@@ -255,7 +262,7 @@ def run(args, console) -> Summary:
     _check_options(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    jobs = _collect_jobs(args.inputs, args.out)
+    jobs = _collect_jobs(args)
     model, device, autocast_dtype = _load(args, say)
     deblurrer = Deblurrer(
         model,
@@ -292,11 +299,10 @@ def run(args, console) -> Summary:
 
         for job in jobs:
             progress.update(tiles_task, completed=0, total=None, description=f"{job.source.name}")
-            targets = output_paths(job.target, defocus_map=args.defocus_map, figures=args.figures)
             if job.problem is not None:
                 summary.failed.append((job.source, job.problem))
                 say(f"{PROG}: skipped {job.source}: {job.problem}")
-            elif not args.overwrite and (existing := existing_outputs(targets)):
+            elif not args.overwrite and (existing := existing_outputs(job.outputs)):
                 summary.skipped_existing += 1
                 say(f"{PROG}: skipped {job.source}: {existing[0]} exists (use --overwrite)")
             else:

@@ -6,7 +6,8 @@ package; every function here takes explicit settings::
     device = resolve_device("auto")
     model = load_inference_model("best.ckpt", device, accel="auto")
     deblurrer = Deblurrer(model, device=device, tile=512, defocus=True)
-    for job in collect_jobs(["photos/"], Path("out")):
+    suffixes = side_suffixes(defocus_map=True)  # planned up front, so no file is written twice
+    for job in collect_jobs(["photos/"], Path("out"), side_suffixes=suffixes):
         deblur_file(job.source, job.target, deblurrer)
 """
 
@@ -21,20 +22,29 @@ from nrknet.inference.jobs import (
     Job,
     JobsError,
     NoImagesError,
+    OutputClashError,
     UnsafeOutputError,
     collect_jobs,
     existing_outputs,
 )
 from nrknet.inference.model import autocast_dtype_for, load_inference_model, resolve_device
-from nrknet.inference.outputs import deblur_file, output_paths, write_atoms_figure
+from nrknet.inference.outputs import (
+    ATOMS_FIGURE,
+    deblur_file,
+    output_paths,
+    side_suffixes,
+    write_atoms_figure,
+)
 from nrknet.inference.windows import WindowFunction
 
 __all__ = [
+    "ATOMS_FIGURE",
     "Deblurred",
     "Deblurrer",
     "Job",
     "JobsError",
     "NoImagesError",
+    "OutputClashError",
     "SettingError",
     "UnsafeOutputError",
     "WindowFunction",
@@ -47,5 +57,6 @@ __all__ = [
     "load_inference_model",
     "output_paths",
     "resolve_device",
+    "side_suffixes",
     "write_atoms_figure",
 ]

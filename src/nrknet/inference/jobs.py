@@ -2,7 +2,9 @@
 
 * The output folder may not be an input folder, lie inside a folder given as
   input, or be the folder of an input file or the fixed part of a glob.
-* No output may replace an input file, and no two inputs may share an output.
+* Every file a run will write is planned before any is: each result, its side
+  files and the files written once per run. None may replace an input file
+  and no two may be the same file; either stops the run before it starts.
 * Files inside the output folder that a glob matches are earlier outputs, not inputs.
 
 A folder keeps its sub-folders in the output; a glob keeps the path below
@@ -12,7 +14,7 @@ its fixed part; a file goes straight into the output folder.
 from __future__ import annotations
 
 import glob
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +24,11 @@ __all__ = [
     "Job",
     "JobsError",
     "NoImagesError",
+    "OutputClashError",
     "UnsafeOutputError",
     "collect_jobs",
     "existing_outputs",
+    "side_file",
 ]
 
 
@@ -40,9 +44,18 @@ class NoImagesError(JobsError):
     """Inputs that name no image at all."""
 
 
+class OutputClashError(JobsError):
+    """A file the run would write twice, or write over an input file."""
+
+
+def side_file(target: Path, suffix: str) -> Path:
+    """Where a side file of the result ``target`` goes: ``NAME.EXT`` becomes ``NAME`` + ``suffix``."""
+    return target.with_name(target.stem + suffix)
+
+
 @dataclass
 class Job:
-    """One image to deblur: where it comes from and where its result goes.
+    """One image to deblur: where it comes from and where its result and side files go.
 
     ``problem`` says why it cannot run (it is reported, the others go on).
     """
@@ -50,6 +63,12 @@ class Job:
     source: Path
     target: Path
     problem: str | None = None
+    side_files: tuple[Path, ...] = ()
+
+    @property
+    def outputs(self) -> tuple[Path, ...]:
+        """Every file the job writes: its result, then its side files."""
+        return (self.target, *self.side_files)
 
 
 def _is_image_name(path: Path) -> bool:
@@ -88,11 +107,22 @@ def _entries_of_glob(pattern: str, out_dir: Path) -> list[tuple[Path, Path]]:
     return entries
 
 
-def collect_jobs(inputs: Sequence[str], out_dir: Path) -> list[Job]:
+def collect_jobs(
+    inputs: Sequence[str],
+    out_dir: Path,
+    *,
+    side_suffixes: Sequence[str] = (),
+    run_files: Mapping[str, str] | None = None,
+) -> list[Job]:
     """Jobs for image files, folders (recursive) and globs; unusable inputs come first, with a problem.
 
+    Each job also writes a side file per entry of ``side_suffixes`` (see
+    :func:`side_file`); ``run_files`` maps the names of files written once
+    into ``out_dir`` to what they are (for the error message).
+
     Raises :class:`UnsafeOutputError` when ``out_dir`` would write into an
-    input folder and :class:`NoImagesError` when the inputs hold no image.
+    input folder, :class:`OutputClashError` when a file would be written twice
+    or over an input, and :class:`NoImagesError` when the inputs hold no image.
     """
     out_resolved = out_dir.resolve()
     entries: list[tuple[Path, Path]] = []  # (source, output path relative to out_dir)
@@ -122,25 +152,36 @@ def collect_jobs(inputs: Sequence[str], out_dir: Path) -> list[Job]:
             problems.append(Job(path, out_dir / path.name, "no such file or folder"))
     if not entries and not problems:
         raise NoImagesError(f"no images found in {', '.join(inputs)}")
-    return problems + _assign_targets(entries, out_dir)
+    return problems + _plan_outputs(entries, out_dir, side_suffixes, run_files or {})
 
 
-def _assign_targets(entries: list[tuple[Path, Path]], out_dir: Path) -> list[Job]:
-    """Jobs for ``entries``; one whose target is an input or another's target gets a problem."""
-    sources = {source.resolve() for source, _ in entries}
+def _plan_outputs(
+    entries: list[tuple[Path, Path]],
+    out_dir: Path,
+    side_suffixes: Sequence[str],
+    run_files: Mapping[str, str],
+) -> list[Job]:
+    """Jobs for ``entries``; raises :class:`OutputClashError` if a file would be written twice or over an input."""
+    inputs = {source.resolve() for source, _ in entries}
+    writer_of = {(out_dir / name).resolve(): what for name, what in run_files.items()}
     jobs: list[Job] = []
-    first_source_of: dict[Path, Path] = {}
+    planned: set[tuple[Path, Path]] = set()
     for source, relative in entries:
         target = out_dir / relative
-        key = target.resolve()
-        problem = None
-        if key in sources:
-            problem = f"its output {target} would replace an input file"
-        elif key in first_source_of:
-            problem = f"same output {target} as {first_source_of[key]}"
-        else:
-            first_source_of[key] = source
-        jobs.append(Job(source, target, problem))
+        if (source.resolve(), target.resolve()) in planned:
+            continue  # the same file named twice, e.g. by a folder and by a glob inside it
+        planned.add((source.resolve(), target.resolve()))
+        job = Job(source, target, side_files=tuple(side_file(target, s) for s in side_suffixes))
+        for path in job.outputs:
+            key = path.resolve()
+            if key in inputs:
+                raise OutputClashError(
+                    f"{path}, an output of {source}, would replace an input file"
+                )
+            if key in writer_of:
+                raise OutputClashError(f"{source} and {writer_of[key]} would both write {path}")
+            writer_of[key] = str(source)
+        jobs.append(job)
     return jobs
 
 

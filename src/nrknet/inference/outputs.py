@@ -17,6 +17,7 @@ import torch
 
 from nrknet.data.io import read_image_full, write_image
 from nrknet.inference.deblur import Deblurrer
+from nrknet.inference.jobs import side_file
 from nrknet.viz import (
     atom_kernels_figure,
     coefficient_maps_figure,
@@ -34,6 +35,7 @@ __all__ = [
     "deblur_file",
     "output_paths",
     "side_file",
+    "side_suffixes",
     "write_atoms_figure",
 ]
 
@@ -47,18 +49,20 @@ COMPARE_SIDE = 768
 COEFFICIENT_SIDE = 384
 
 
-def side_file(target: Path, suffix: str) -> Path:
-    return target.with_name(target.stem + suffix)
+def side_suffixes(*, defocus_map: bool = False, figures: bool = False) -> list[str]:
+    """The name endings of the side files written beside each result (see :func:`side_file`)."""
+    suffixes = []
+    if defocus_map:
+        suffixes += [DEFOCUS_SUFFIX, DEFOCUS_COLOR_SUFFIX]
+    if figures:
+        suffixes += [COMPARE_SUFFIX, COEFFICIENTS_SUFFIX]
+    return suffixes
 
 
 def output_paths(target: Path, *, defocus_map: bool = False, figures: bool = False) -> list[Path]:
     """Every file written for the result ``target``: itself, then the requested side files."""
-    paths = [target]
-    if defocus_map:
-        paths += [side_file(target, DEFOCUS_SUFFIX), side_file(target, DEFOCUS_COLOR_SUFFIX)]
-    if figures:
-        paths += [side_file(target, COMPARE_SUFFIX), side_file(target, COEFFICIENTS_SUFFIX)]
-    return paths
+    suffixes = side_suffixes(defocus_map=defocus_map, figures=figures)
+    return [target, *(side_file(target, suffix) for suffix in suffixes)]
 
 
 def _write_figure(path: Path, figure: np.ndarray) -> None:
