@@ -174,6 +174,29 @@ def test_output_inside_input_folder_is_refused(photo_folder, ckpt, capsys):
     assert _digest(photo_folder) == before
 
 
+@pytest.mark.parametrize("below", [False, True], ids=["file", "below-a-file"])
+def test_out_that_is_a_file_is_a_usage_error_before_the_model_loads(
+    photo_folder, tmp_path, below, monkeypatch, capsys
+):
+    import nrknet.inference
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model must not load")
+
+    monkeypatch.setattr(nrknet.inference, "load_inference_model", no_model)
+    taken = tmp_path / "taken.png"
+    taken.write_bytes(b"not a folder")
+    out = taken / "sub" / "deeper" if below else taken
+    status = main([str(photo_folder / "a.jpg"), "--out", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert status == 2
+    expected = (
+        f"--out {out} is inside {taken}, which is a file" if below else f"--out {out} is a file"
+    )
+    assert err == f"nrknet-predict: error: {expected}, not a folder\n"
+    assert taken.read_bytes() == b"not a folder"
+
+
 @pytest.mark.parametrize("kind", ["missing", "garbage", "foreign"])
 def test_bad_checkpoint(photo_folder, tmp_path, kind, capsys):
     path = tmp_path / "bad.ckpt"

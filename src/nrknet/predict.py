@@ -49,7 +49,8 @@ options, reports errors and progress, and sets the exit status.
 Exit status: 0 when every image was deblurred or skipped because its output
 exists; 1 when any input was unreadable or failed (each is reported with its
 path, the others still run); 2 for usage errors (bad options, missing or
-invalid checkpoint, unsafe output folder, outputs that clash, no images found).
+invalid checkpoint, an --out that is a file or an unsafe one, outputs that clash, no
+images found).
 """
 
 from __future__ import annotations
@@ -201,6 +202,15 @@ def _check_options(args) -> None:
         raise UsageError("--threads must be a positive integer")
 
 
+def _check_out_folder(out: Path) -> None:
+    """``--out`` is a folder or does not exist yet; a file there would fail only at the first write."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder")
+    nearest = next((folder for folder in out.parents if folder.exists()), None)
+    if nearest is not None and not nearest.is_dir():
+        raise UsageError(f"--out {out} is inside {nearest}, which is a file, not a folder")
+
+
 def _collect_jobs(args):
     """Every job, with every file the run will write planned, or a :class:`UsageError`."""
     from nrknet.inference import (
@@ -262,6 +272,7 @@ def run(args, console) -> Summary:
     _check_options(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    _check_out_folder(args.out)
     jobs = _collect_jobs(args)
     model, device, autocast_dtype = _load(args, say)
     deblurrer = Deblurrer(
