@@ -214,15 +214,30 @@ def test_bad_checkpoint(photo_folder, tmp_path, kind, capsys):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_missing_input_is_reported_and_the_rest_continue(photo_folder, tmp_path, ckpt, capsys):
+def test_missing_input_is_a_usage_error_before_the_model_loads(
+    photo_folder, tmp_path, monkeypatch, capsys
+):
+    import nrknet.inference
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model must not load")
+
+    monkeypatch.setattr(nrknet.inference, "load_inference_model", no_model)
     out = tmp_path / "out"
-    missing = tmp_path / "nope.png"
-    status = main(
-        [str(missing), str(photo_folder / "a.jpg"), "--out", str(out), "--ckpt", str(ckpt)]
-    )
-    captured = capsys.readouterr()
-    assert status == 1
-    assert str(missing) in captured.err
+    missing, gone = tmp_path / "nope.png", tmp_path / "gone"
+    inputs = [str(missing), str(photo_folder / "a.jpg"), str(gone)]
+    status = main([*inputs, "--out", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err == f"nrknet-predict: error: no such file or folder: {missing}, {gone}\n"
+    assert not out.exists()
+
+
+def test_glob_that_matches_nothing_beside_other_inputs(photo_folder, tmp_path, ckpt, capsys):
+    out = tmp_path / "out"
+    inputs = [str(tmp_path / "*.tif"), str(photo_folder / "a.jpg")]
+    assert main([*inputs, "--out", str(out), "--ckpt", str(ckpt), "-q"]) == 0
+    assert "1 done" in capsys.readouterr().out
     assert (out / "a.jpg").is_file()
 
 

@@ -11,8 +11,11 @@ Without ``--ckpt`` a model shipped with the package is used
 
 ``INPUT`` is an image file, a folder (searched recursively for .png, .jpg,
 .jpeg, .tif, .tiff and .bmp files) or a glob pattern (quote it; ``**`` is
-recursive). Every result keeps its file name, format and bit depth in
-``--out``; a folder input keeps its sub-folders. Greyscale files come back
+recursive). A file or folder that does not exist stops the run before it
+starts; a glob may match nothing, as long as some input holds an image.
+
+Every result keeps its file name, format and bit depth in ``--out``; a
+folder input keeps its sub-folders. Greyscale files come back
 greyscale (Rec. 601 luma of the deblurred RGB), RGBA files keep their alpha
 channel unchanged, JPEG files are written at quality 95 (``--jpeg-quality``).
 
@@ -48,9 +51,10 @@ options, reports errors and progress, and sets the exit status.
 
 Exit status: 0 when every image was deblurred or skipped because its output
 exists; 1 when any input was unreadable or failed (each is reported with its
-path, the others still run); 2 for usage errors (bad options, missing or
-invalid checkpoint, an --out that is a file or an unsafe one, outputs that clash, no
-images found).
+path, the others still run); 2 for usage errors, found before the model
+loads (bad options, an input that does not exist, no images found, an
+``--out`` that is a file or unsafe, outputs that clash) or when it does (a
+missing or invalid checkpoint).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from nrknet.inference.deblur import (
 from nrknet.inference.jobs import (
     Job,
     JobsError,
+    MissingInputError,
     NoImagesError,
     OutputClashError,
     UnsafeOutputError,
@@ -43,6 +44,7 @@ __all__ = [
     "Deblurrer",
     "Job",
     "JobsError",
+    "MissingInputError",
     "NoImagesError",
     "OutputClashError",
     "SettingError",

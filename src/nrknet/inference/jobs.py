@@ -23,6 +23,7 @@ from nrknet.data.io import IMAGE_EXTENSIONS
 __all__ = [
     "Job",
     "JobsError",
+    "MissingInputError",
     "NoImagesError",
     "OutputClashError",
     "UnsafeOutputError",
@@ -42,6 +43,10 @@ class UnsafeOutputError(JobsError):
 
 class NoImagesError(JobsError):
     """Inputs that name no image at all."""
+
+
+class MissingInputError(JobsError):
+    """Input names that are neither a file, a folder nor a glob pattern."""
 
 
 class OutputClashError(JobsError):
@@ -114,19 +119,23 @@ def collect_jobs(
     side_suffixes: Sequence[str] = (),
     run_files: Mapping[str, str] | None = None,
 ) -> list[Job]:
-    """Jobs for image files, folders (recursive) and globs; unusable inputs come first, with a problem.
+    """Jobs for image files, folders (recursive) and globs; files of other types come first, with a problem.
+
+    A glob may match nothing; any other name must exist.
 
     Each job also writes a side file per entry of ``side_suffixes`` (see
     :func:`side_file`); ``run_files`` maps the names of files written once
     into ``out_dir`` to what they are (for the error message).
 
-    Raises :class:`UnsafeOutputError` when ``out_dir`` would write into an
-    input folder, :class:`OutputClashError` when a file would be written twice
-    or over an input, and :class:`NoImagesError` when the inputs hold no image.
+    Raises :class:`MissingInputError` for names that do not exist,
+    :class:`UnsafeOutputError` when ``out_dir`` would write into an input
+    folder, :class:`OutputClashError` when a file would be written twice or
+    over an input, and :class:`NoImagesError` when the inputs hold no image.
     """
     out_resolved = out_dir.resolve()
     entries: list[tuple[Path, Path]] = []  # (source, output path relative to out_dir)
     problems: list[Job] = []
+    missing: list[str] = []
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
@@ -149,7 +158,9 @@ def collect_jobs(
         elif glob.has_magic(raw):
             entries.extend(_entries_of_glob(raw, out_dir))
         else:
-            problems.append(Job(path, out_dir / path.name, "no such file or folder"))
+            missing.append(raw)
+    if missing:
+        raise MissingInputError(f"no such file or folder: {', '.join(missing)}")
     if not entries and not problems:
         raise NoImagesError(f"no images found in {', '.join(inputs)}")
     return problems + _plan_outputs(entries, out_dir, side_suffixes, run_files or {})
