@@ -26,6 +26,18 @@ def ckpt(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def unet_ckpt(tmp_path_factory) -> Path:
+    from nrknet.models.unet_baseline import UNetBaseline
+
+    torch.manual_seed(0)
+    model = UNetBaseline(width=4)
+    torch.nn.init.normal_(model.tail.weight, std=0.1)  # untrained it is the identity
+    path = tmp_path_factory.mktemp("ckpt") / "unet.ckpt"
+    save_model(model, path)
+    return path
+
+
 def _scene(height: int, width: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     coarse = rng.random((height // 8 + 2, width // 8 + 2, 3)).astype(np.float32)
@@ -134,6 +146,44 @@ def test_defocus_map_file_is_the_analysis_radius_for_a_residual_operator(tmp_pat
     rgb = torch.from_numpy(bgr8[:, :, ::-1].copy()).permute(2, 0, 1)[None].float() / 255
     expected = defocus_map(model, rgb)[0, 0].numpy()
     assert np.abs(written - expected).max() < 1e-3  # the file holds thousandths of a pixel
+
+
+@pytest.mark.parametrize("network", ["nrknet", "unet"])
+def test_images_one_or_two_pixels_thin(tmp_path, ckpt, unet_ckpt, network, capsys):
+    """Every side of 1 px and up deblurs; NRKNet's side files keep the size of the image."""
+    sizes = [(1, 1), (1, 6), (2, 2), (6, 2), (3, 3)]
+    for height, width in sizes:
+        _write(tmp_path / "in" / f"{width}x{height}.png", np.zeros((height, width, 3), np.uint8))
+    out = tmp_path / "out"
+    args = [str(tmp_path / "in"), "--out", str(out), "-q"]
+    if network == "nrknet":
+        args += ["--ckpt", str(ckpt), "--defocus-map", "--tta"]
+    else:
+        args += ["--ckpt", str(unet_ckpt)]
+    assert main(args) == 0
+    assert "5 done, 0 skipped (output exists), 0 failed" in capsys.readouterr().out
+    for height, width in sizes:
+        names = [f"{width}x{height}.png"]
+        if network == "nrknet":
+            names.append(f"{width}x{height}.defocus.png")
+        for name in names:
+            assert cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED).shape[:2] == (height, width)
+
+
+def test_images_the_network_runs_on_are_passed_unchanged(ckpt, unet_ckpt, one_thread):
+    """Only sides too short for the network's own padding are extended: a thin image that the
+    network takes as it is gives exactly the network's result."""
+    from nrknet.inference import Deblurrer, load_inference_model
+    from nrknet.inference.deblur import smallest_side
+
+    device = torch.device("cpu")
+    for path, side in ((ckpt, 2), (unet_ckpt, 3)):
+        model = load_inference_model(path, device, accel="off")
+        assert smallest_side(model) == side
+        image = _scene(side, 13).astype(np.float32)
+        with torch.inference_mode():
+            direct = model(torch.from_numpy(image).permute(2, 0, 1)[None])[0].permute(1, 2, 0)
+        np.testing.assert_array_equal(Deblurrer(model, device=device)(image).rgb, direct.numpy())
 
 
 def test_defocus_map_and_figures(photo_folder, tmp_path, ckpt, capsys):

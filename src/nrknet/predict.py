@@ -38,6 +38,9 @@ replace an input, stop the run with a usage error naming both.
 Memory: images whose padded area fits one window (``tile + 2 overlap`` on a
 side) are deblurred whole; larger ones tile by tile (see
 :mod:`nrknet.tiling`), so peak memory is bounded by the tile, not the photo.
+Any size from 1 px a side: a side too short for the network's own
+reflection padding (1 px for NRKNet, 1 or 2 px for the bundled U-Net) is
+extended by repeating its last row or column, and the results are cropped back.
 
 Speed: ``--accel`` switches the speed paths of :mod:`nrknet.accel` (``auto``:
 on for the CPU, off elsewhere; ``on``; ``off``: the plain model).

@@ -182,7 +182,8 @@ def colorize_defocus(
     """
     if isinstance(radius, torch.Tensor):
         radius = radius.detach().float().cpu().numpy()
-    radius = np.asarray(radius, dtype=np.float32).squeeze()
+    radius = np.asarray(radius, dtype=np.float32)
+    radius = radius.reshape(radius.shape[-2:])  # drop batch and channel axes, keep a 1 px side
     if radius.ndim != 2:
         raise ValueError(f"expected an H x W radius map, got shape {radius.shape}")
     if vmax is None:
@@ -250,7 +251,8 @@ def save_defocus_map(
 
     if isinstance(radius, torch.Tensor):
         radius = radius.detach().float().cpu().numpy()
-    radius = np.asarray(radius, dtype=np.float32).squeeze()
+    radius = np.asarray(radius, dtype=np.float32)
+    radius = radius.reshape(radius.shape[-2:])  # drop batch and channel axes, keep a 1 px side
     path16 = Path(path16)
     write_image(path16, radius * np.float32(DEFOCUS_PNG_SCALE / 65535.0), bit_depth=16)
     color_path = None

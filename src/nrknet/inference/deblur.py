@@ -10,9 +10,17 @@ import torch
 
 from nrknet.inference.self_ensemble import DIHEDRAL_GROUP, self_ensemble
 from nrknet.inference.windows import WindowFunction
+from nrknet.models.nrknet import NRKNet
 from nrknet.tiling import DEFAULT_BLEND, DEFAULT_TILE, default_overlap, tiled_apply
 
-__all__ = ["Deblurred", "Deblurrer", "SettingError", "check_levels", "check_tiling"]
+__all__ = [
+    "Deblurred",
+    "Deblurrer",
+    "SettingError",
+    "check_levels",
+    "check_tiling",
+    "smallest_side",
+]
 
 
 class SettingError(ValueError):
@@ -41,6 +49,19 @@ def check_levels(levels: Sequence[int], num_maps: int) -> None:
         raise SettingError("levels", f"must lie in 0..{num_maps - 1}", got=list(levels))
 
 
+def smallest_side(model: torch.nn.Module) -> int:
+    """The fewest pixels a side of an image must have for ``model`` to run on it.
+
+    Networks reflect-pad their input, which needs more pixels than the pad.
+    NRKNet pads in as many mirror steps as it takes: 2 pixels. A network that
+    pads in one step to its size multiple ``m`` (the U-Net baseline) pads by up
+    to ``m - 1``: ``m // 2 + 1`` pixels.
+    """
+    if isinstance(model, NRKNet):
+        return 2
+    return int(getattr(model, "size_multiple", 1)) // 2 + 1
+
+
 @dataclass
 class Deblurred:
     """One image's results: H x W (x C) float32 views of one buffer."""
@@ -65,6 +86,8 @@ class Deblurrer:
     maps of those levels; ``autocast_dtype`` runs the network under autocast.
     ``self_ensemble`` averages the (tiled) results of the eight flips and
     quarter turns of the image (:mod:`nrknet.inference.self_ensemble`).
+    A side shorter than :func:`smallest_side` is extended by repeating its
+    last row or column for the network and cropped back in the results.
     """
 
     def __init__(
@@ -83,6 +106,7 @@ class Deblurrer:
     ) -> None:
         check_tiling(tile, overlap, blend, batch)
         self.self_ensemble = self_ensemble
+        self.smallest_side = smallest_side(model)
         if levels:
             check_levels(levels, model.num_maps)
         self.window = WindowFunction(
@@ -109,12 +133,18 @@ class Deblurrer:
         self, rgb: np.ndarray, progress: Callable[[int, int], None] | None = None
     ) -> Deblurred:
         """Deblur ``rgb`` (H x W x 3 float32); ``progress(done, total)`` follows the tiles."""
+        height, width = rgb.shape[:2]
+        grow_h, grow_w = self.smallest_side - height, self.smallest_side - width
+        if grow_h > 0 or grow_w > 0:
+            # Too thin for the network's own reflection padding; larger images are left as they are.
+            rgb = np.pad(rgb, ((0, max(grow_h, 0)), (0, max(grow_w, 0)), (0, 0)), mode="edge")
         if self.self_ensemble:
             result = self._self_ensemble(rgb, progress)
         else:
             result = tiled_apply(
                 self.window, rgb, self.window.channels, progress=progress, **self.settings
             )
+        result = result[:height, :width]
         extra = 3
         defocus = None
         if self.defocus:
