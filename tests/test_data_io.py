@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -17,6 +19,8 @@ from nrknet.data.io import (
     ImageReadError,
     ImageWriteError,
     NRKNetDataError,
+    decode_image,
+    exif_orientation,
     probe_image,
     read_image,
     read_image_full,
@@ -145,6 +149,66 @@ def test_probe_reports_size(tmp_path: Path, ext: str) -> None:
     cv2.imwrite(str(path), _rng_u8((13, 21, 3)))
     info = probe_image(path)
     assert (info.width, info.height) == (21, 13)
+
+
+# --------------------------------------------------------------------------- EXIF orientation
+
+
+def with_exif_orientation(encoded: bytes, orientation: int, byte_order: str = ">") -> bytes:
+    """JPEG or PNG bytes given an EXIF orientation: an APP1 segment after the start of a JPEG,
+    an eXIf chunk after the header of a PNG. The TIFF block holds the orientation tag only."""
+    count, entry = struct.pack(byte_order + "H", 1), (0x0112, 3, 1, orientation, 0)
+    tiff = (
+        (b"MM" if byte_order == ">" else b"II")
+        + struct.pack(byte_order + "HI", 42, 8)
+        + count
+        + struct.pack(byte_order + "HHIHH", *entry)
+        + struct.pack(byte_order + "I", 0)  # no further directory
+    )
+    if encoded.startswith(b"\xff\xd8"):
+        segment = b"Exif\x00\x00" + tiff
+        return (
+            encoded[:2] + b"\xff\xe1" + struct.pack(">H", len(segment) + 2) + segment + encoded[2:]
+        )
+    crc = struct.pack(">I", zlib.crc32(b"eXIf" + tiff))
+    return encoded[:33] + struct.pack(">I", len(tiff)) + b"eXIf" + tiff + crc + encoded[33:]
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".png"])
+def test_upright_applies_the_exif_orientation_as_opencv_colour_reads_do(tmp_path, ext) -> None:
+    stored = _rng_u8((4, 6, 3), seed=7)
+    encoded = cv2.imencode(ext, stored)[1].tobytes()
+    for byte_order in "<>":
+        for orientation in range(1, 9):
+            data = with_exif_orientation(encoded, orientation, byte_order)
+            assert exif_orientation(data) == orientation
+            shown = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            path = tmp_path / f"o{orientation}{ext}"
+            path.write_bytes(data)
+            upright = read_image_full(path, upright=True)
+            expected = shown[:, :, ::-1].astype(np.float32) / np.float32(255)
+            np.testing.assert_array_equal(upright.rgb, expected, err_msg=f"{orientation}")
+            assert read_image_full(path).rgb.shape == (4, 6, 3)  # as stored, by default
+    assert exif_orientation(encoded) == 1
+
+
+def test_upright_keeps_16_bits_and_turns_the_alpha_channel() -> None:
+    stored = np.random.default_rng(8).integers(0, 65536, size=(4, 6, 4), dtype=np.uint16)
+    data = with_exif_orientation(cv2.imencode(".png", stored)[1].tobytes(), 6)
+    loaded = decode_image(data, upright=True)
+    assert loaded.bit_depth == 16 and loaded.channels_in_file == 4
+    # 6: the stored image is shown turned a quarter clockwise
+    turned = np.rot90(stored, -1).astype(np.float32) / np.float32(65535)
+    np.testing.assert_array_equal(loaded.alpha, turned[..., 3])
+    np.testing.assert_array_equal(loaded.rgb, turned[..., 2::-1])
+
+
+def test_exif_orientation_of_other_and_broken_data() -> None:
+    encoded = cv2.imencode(".jpg", _rng_u8((4, 6, 3)))[1].tobytes()
+    assert exif_orientation(with_exif_orientation(encoded, 9)) == 1  # not an orientation
+    assert exif_orientation(with_exif_orientation(encoded, 6)[:30]) == 1  # cut short
+    assert exif_orientation(cv2.imencode(".bmp", _rng_u8((4, 6, 3)))[1].tobytes()) == 1
+    assert exif_orientation(b"") == 1
 
 
 # --------------------------------------------------------------------------- writing

@@ -186,6 +186,25 @@ def test_images_the_network_runs_on_are_passed_unchanged(ckpt, unet_ckpt, one_th
         np.testing.assert_array_equal(Deblurrer(model, device=device)(image).rgb, direct.numpy())
 
 
+def test_exif_rotated_jpeg_comes_out_upright(tmp_path, ckpt):
+    """A JPEG stored 64x32 and shown 32x64 (EXIF orientation 6): the result and its defocus map are
+    32x64 with no orientation of their own, so they show as the input does."""
+    from test_data_io import with_exif_orientation
+
+    stored = (_scene(32, 64)[:, :, ::-1] * 255 + 0.5).astype(np.uint8)
+    photo = tmp_path / "in" / "turned.jpg"
+    photo.parent.mkdir()
+    photo.write_bytes(with_exif_orientation(cv2.imencode(".jpg", stored)[1].tobytes(), 6))
+    out = tmp_path / "out"
+    assert main([str(photo), "--out", str(out), "--ckpt", str(ckpt), "--defocus-map", "-q"]) == 0
+    shown = cv2.imread(str(photo), cv2.IMREAD_COLOR)  # as a viewer shows the input
+    result = cv2.imread(str(out / "turned.jpg"), cv2.IMREAD_UNCHANGED)  # as stored
+    result_shown = cv2.imread(str(out / "turned.jpg"), cv2.IMREAD_COLOR)
+    assert shown.shape == result.shape == result_shown.shape == (64, 32, 3)
+    defocus = cv2.imread(str(out / "turned.defocus.png"), cv2.IMREAD_UNCHANGED)
+    assert defocus.shape == (64, 32)
+
+
 def test_defocus_map_and_figures(photo_folder, tmp_path, ckpt, capsys):
     out = tmp_path / "out"
     args = [str(photo_folder / "a.jpg"), "--out", str(out), "--ckpt", str(ckpt)]

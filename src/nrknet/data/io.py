@@ -1,9 +1,14 @@
 """Reading and writing images: float32 RGB in [0, 1], 8- and 16-bit files.
 
 Everything goes through OpenCV with ``IMREAD_UNCHANGED`` so 16-bit PNG/TIFF
-keep their precision. Reading never returns ``None`` and never crashes on a
-bad file: any problem (missing, empty, truncated, not an image, unsupported
-sample type) raises :class:`ImageReadError` naming the path.
+keep their precision and alpha channels are kept. Reading never returns
+``None`` and never crashes on a bad file: any problem (missing, empty,
+truncated, not an image, unsupported sample type) raises
+:class:`ImageReadError` naming the path.
+
+That mode ignores the EXIF orientation of JPEG and PNG files (TIFF files are
+turned by OpenCV itself). ``upright=True`` applies it here, as OpenCV's
+colour reads do, so the pixels come out as a viewer shows the file.
 
 :func:`probe_image` reads only a file's header (and, for PNG and JPEG, its
 last bytes) to get its size and catch truncated files cheaply, which lets the
@@ -33,6 +38,7 @@ __all__ = [
     "PairingError",
     "SizeMismatchError",
     "decode_image",
+    "exif_orientation",
     "probe_image",
     "read_image",
     "read_image_full",
@@ -48,6 +54,10 @@ _JPEG_SOI = b"\xff\xd8"
 _JPEG_EOI = b"\xff\xd9"
 # Start-of-frame markers that carry the image size (not DHT 0xC4, JPG 0xC8, DAC 0xCC).
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_JPEG_APP1 = 0xE1
+_EXIF_HEADER = b"Exif\x00\x00"
+_EXIF_ORIENTATION = 0x0112
+_TIFF_SHORT = 3
 
 _WRITE_FORMATS = {
     ".png": "png",
@@ -152,8 +162,10 @@ def _jpeg_has_eoi(tail: bytes) -> bool:
     return tail.rstrip(b"\x00\r\n\t ").endswith(_JPEG_EOI) or _JPEG_EOI in tail
 
 
-def decode_image(data: bytes, path: str | os.PathLike = "<memory>") -> LoadedImage:
-    """Decode encoded image bytes; see :func:`read_image_full` for the result."""
+def decode_image(
+    data: bytes, path: str | os.PathLike = "<memory>", *, upright: bool = False
+) -> LoadedImage:
+    """Decode encoded image bytes; see :func:`read_image_full` for the result and ``upright``."""
     path = Path(path)
     if not data:
         raise ImageReadError(path, "file is empty")
@@ -167,7 +179,83 @@ def decode_image(data: bytes, path: str | os.PathLike = "<memory>") -> LoadedIma
         ) from None
     if img is None or img.size == 0:
         raise ImageReadError(path, "not a readable image (unknown format or corrupt data)")
+    if upright:
+        img = _turn_upright(img, exif_orientation(data))
     return _to_loaded(img, path)
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation (1 to 8) of encoded JPEG or PNG bytes; 1 (as stored) if there is none."""
+    if data.startswith(_JPEG_SOI):
+        exif = _jpeg_exif(data)
+    elif data.startswith(_PNG_SIGNATURE):
+        exif = _png_exif(data)
+    else:
+        exif = None
+    return _tiff_orientation(exif) if exif else 1
+
+
+def _jpeg_exif(data: bytes) -> bytes | None:
+    """The TIFF block of a JPEG's EXIF segment (APP1), which comes before the image data."""
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA):
+            return None
+        seg_len = struct.unpack(">H", data[i + 2 : i + 4])[0]
+        body = data[i + 4 : i + 2 + seg_len]
+        if marker == _JPEG_APP1 and body.startswith(_EXIF_HEADER):
+            return body[len(_EXIF_HEADER) :]
+        i += 2 + seg_len
+    return None
+
+
+def _png_exif(data: bytes) -> bytes | None:
+    """The TIFF block of a PNG's ``eXIf`` chunk."""
+    i = len(_PNG_SIGNATURE)
+    while i + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[i : i + 8])
+        if kind == b"eXIf":
+            return data[i + 8 : i + 8 + length]
+        if kind == b"IEND":
+            return None
+        i += 12 + length  # length, type, data, CRC
+    return None
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    """The orientation tag of the first directory of a TIFF block; 1 if it is missing or invalid."""
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return 1
+    directory = struct.unpack(order + "I", tiff[4:8])[0]
+    if directory + 2 > len(tiff):
+        return 1
+    count = struct.unpack(order + "H", tiff[directory : directory + 2])[0]
+    for entry in range(directory + 2, min(directory + 2 + 12 * count, len(tiff) - 11), 12):
+        tag, kind, _, value = struct.unpack(order + "HHIH", tiff[entry : entry + 10])
+        if tag == _EXIF_ORIENTATION and kind == _TIFF_SHORT:
+            return value if 1 <= value <= 8 else 1
+    return 1
+
+
+def _turn_upright(img: np.ndarray, orientation: int) -> np.ndarray:
+    """Mirror and turn stored pixels as EXIF ``orientation`` says (the steps of OpenCV's reader)."""
+    if orientation >= 5:  # 5 to 8 store rows as columns
+        img = img.swapaxes(0, 1)
+    if orientation in (3, 4, 7, 8):
+        img = img[::-1]
+    if orientation in (2, 3, 6, 7):
+        img = img[:, ::-1]
+    return img
 
 
 def _to_loaded(img: np.ndarray, path: Path) -> LoadedImage:
@@ -202,13 +290,15 @@ def _to_loaded(img: np.ndarray, path: Path) -> LoadedImage:
     )
 
 
-def read_image_full(path: str | os.PathLike) -> LoadedImage:
+def read_image_full(path: str | os.PathLike, *, upright: bool = False) -> LoadedImage:
     """Read an image file with its alpha channel, bit depth and channel count.
 
+    ``upright`` applies the EXIF orientation of a JPEG or PNG file, so the
+    pixels are those a viewer shows (the file's own sizes may be swapped).
     Raises :class:`ImageReadError` for any file that cannot be fully decoded.
     """
     path = Path(path)
-    return decode_image(_read_bytes(path), path)
+    return decode_image(_read_bytes(path), path, upright=upright)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

@@ -86,7 +86,7 @@ def deblur_file(
     """
     if figures and not deblurrer.levels:
         raise ValueError("figures need the coefficient maps: build the Deblurrer with levels")
-    image = read_image_full(source)
+    image = read_image_full(source, upright=True)  # the result has no EXIF orientation to turn it
     preview = resize_for_figure(image.rgb, COMPARE_SIDE) if figures else None
     result = deblurrer(image.rgb, progress)
     alpha, bit_depth, channels = image.alpha, image.bit_depth, image.channels_in_file
