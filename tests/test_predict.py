@@ -186,23 +186,6 @@ def test_images_the_network_runs_on_are_passed_unchanged(ckpt, unet_ckpt, one_th
         np.testing.assert_array_equal(Deblurrer(model, device=device)(image).rgb, direct.numpy())
 
 
-def test_grey_and_alpha_png_comes_back_grey_and_alpha(tmp_path, ckpt):
-    from nrknet.data.io import write_image
-
-    alpha = np.tile(np.linspace(0, 1, 56, dtype=np.float32), (40, 1))
-    for bit_depth in (8, 16):
-        write_image(tmp_path / "in" / f"ga{bit_depth}.png", _scene(40, 56), bit_depth, alpha, True)
-    out = tmp_path / "out"
-    assert main([str(tmp_path / "in"), "--out", str(out), "--ckpt", str(ckpt), "-q"]) == 0
-    for bit_depth in (8, 16):
-        source, result = tmp_path / "in" / f"ga{bit_depth}.png", out / f"ga{bit_depth}.png"
-        assert result.read_bytes()[24:26] == bytes([bit_depth, 4])  # IHDR: grey + alpha
-        decoded = cv2.imread(str(result), cv2.IMREAD_UNCHANGED)
-        np.testing.assert_array_equal(decoded[..., 0], decoded[..., 2])
-        source_alpha = cv2.imread(str(source), cv2.IMREAD_UNCHANGED)[..., 3]
-        np.testing.assert_array_equal(decoded[..., 3], source_alpha)
-
-
 def test_exif_rotated_jpeg_comes_out_upright(tmp_path, ckpt):
     """A JPEG stored 64x32 and shown 32x64 (EXIF orientation 6): the result and its defocus map are
     32x64 with no orientation of their own, so they show as the input does."""

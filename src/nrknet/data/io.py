@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import struct
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +50,6 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
-_PNG_GREY_ALPHA = 4  # the colour type of grey + alpha, in the IHDR chunk
 _JPEG_SOI = b"\xff\xd8"
 _JPEG_EOI = b"\xff\xd9"
 # Start-of-frame markers that carry the image size (not DHT 0xC4, JPG 0xC8, DAC 0xCC).
@@ -115,8 +113,7 @@ class LoadedImage:
     """A decoded image plus what is needed to write a result in the same form.
 
     ``rgb`` is float32 HxWx3 in [0, 1]; ``alpha`` is float32 HxW in [0, 1] or
-    ``None``; ``bit_depth`` is 8 or 16; ``channels_in_file`` is 1, 2 (grey and
-    alpha, a PNG colour type), 3 or 4.
+    ``None``; ``bit_depth`` is 8 or 16; ``channels_in_file`` is 1, 3 or 4.
     """
 
     rgb: np.ndarray
@@ -184,18 +181,7 @@ def decode_image(
         raise ImageReadError(path, "not a readable image (unknown format or corrupt data)")
     if upright:
         img = _turn_upright(img, exif_orientation(data))
-    loaded = _to_loaded(img, path)
-    if loaded.channels_in_file == 4 and _is_grey_alpha_png(data):
-        loaded.channels_in_file = 2  # OpenCV reads grey + alpha as BGRA
-    return loaded
-
-
-def _is_grey_alpha_png(data: bytes) -> bool:
-    return (
-        data.startswith(_PNG_SIGNATURE)
-        and data[12:16] == b"IHDR"
-        and data[25:26] == bytes([_PNG_GREY_ALPHA])
-    )
+    return _to_loaded(img, path)
 
 
 def exif_orientation(data: bytes) -> int:
@@ -435,9 +421,8 @@ def write_image(
     The format follows the extension (png, jpg/jpeg, tif/tiff, bmp). Values
     are clipped to [0, 1] and rounded to the nearest level. ``greyscale``
     writes one channel (Rec. 601 luma of RGB input); ``alpha`` (HxW in
-    [0, 1]) adds an alpha channel. Grey with alpha is a grey + alpha PNG, and
-    BGRA in TIFF and BMP, which OpenCV writes no other way. JPEG and BMP are
-    8-bit only and JPEG has no alpha. The file is written to a temporary file in the same folder and
+    [0, 1]) adds an alpha channel. JPEG and BMP are 8-bit only and JPEG has no
+    alpha. The file is written to a temporary file in the same folder and
     renamed into place, so a reader never sees a partial image.
     """
     path = Path(path)
@@ -481,10 +466,7 @@ def write_image(
             raise ImageWriteError(
                 f"cannot write {path}: alpha shape {alpha.shape} does not match image {planes[0].shape}"
             )
-        if len(planes) == 1 and fmt == "png":
-            _atomic_write_bytes(path, _grey_alpha_png(planes[0], _quantise(alpha, bit_depth)))
-            return path
-        if len(planes) == 1:  # OpenCV writes grey + alpha in no format: BGRA
+        if len(planes) == 1:  # OpenCV has no grey+alpha mode: write BGRA
             planes = planes * 3
         planes.append(_quantise(alpha, bit_depth))
     img = planes[0] if len(planes) == 1 else np.dstack(planes)
@@ -502,26 +484,6 @@ def write_image(
         raise ImageWriteError(f"cannot encode {path} as {fmt}")
     _atomic_write_bytes(path, buf.tobytes())
     return path
-
-
-def _grey_alpha_png(grey: np.ndarray, alpha: np.ndarray) -> bytes:
-    """A grey + alpha PNG of two uint8 (or two uint16) H x W planes, encoded here: OpenCV cannot."""
-    height, width = grey.shape
-    samples = np.dstack([grey, alpha]).astype(grey.dtype.newbyteorder(">"))  # PNG is big-endian
-    rows = samples.reshape(height, -1).view(np.uint8)
-    scanlines = np.hstack([np.zeros((height, 1), np.uint8), rows])  # each row: filter 0 (none)
-    header = struct.pack(">IIBBBBB", width, height, 8 * grey.itemsize, _PNG_GREY_ALPHA, 0, 0, 0)
-    return (
-        _PNG_SIGNATURE
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", zlib.compress(scanlines.tobytes()))
-        + _png_chunk(b"IEND", b"")
-    )
-
-
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    crc = zlib.crc32(kind + body)
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -96,7 +96,7 @@ def deblur_file(
         result.rgb,
         bit_depth=bit_depth,
         alpha=alpha,
-        greyscale=channels in (1, 2),  # grey, or grey + alpha
+        greyscale=channels == 1,
         jpeg_quality=jpeg_quality,
     )
     if result.defocus is not None:
