@@ -17,7 +17,8 @@ starts; a glob may match nothing, as long as some input holds an image.
 Every result keeps its file name, format and bit depth in ``--out``; a
 folder input keeps its sub-folders. Greyscale files come back greyscale
 (Rec. 601 luma of the deblurred RGB), RGBA files keep their alpha channel
-unchanged, JPEG files are written at quality 95 (``--jpeg-quality``). A JPEG
+unchanged (grey + alpha files come back as RGBA: OpenCV writes no grey +
+alpha format), JPEG files are written at quality 95 (``--jpeg-quality``). A JPEG
 or PNG whose EXIF orientation turns it (as cameras store portrait photos) is
 read as it is shown and written upright, without the tag, so the result and
 its side files show the way the input does. Other metadata (EXIF, ICC

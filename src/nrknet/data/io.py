@@ -17,6 +17,7 @@ datasets validate thousands of files at scan time without decoding them.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from dataclasses import dataclass
@@ -54,10 +55,6 @@ _JPEG_SOI = b"\xff\xd8"
 _JPEG_EOI = b"\xff\xd9"
 # Start-of-frame markers that carry the image size (not DHT 0xC4, JPG 0xC8, DAC 0xCC).
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-_JPEG_APP1 = 0xE1
-_EXIF_HEADER = b"Exif\x00\x00"
-_EXIF_ORIENTATION = 0x0112
-_TIFF_SHORT = 3
 
 _WRITE_FORMATS = {
     ".png": "png",
@@ -186,65 +183,16 @@ def decode_image(
 
 def exif_orientation(data: bytes) -> int:
     """The EXIF orientation (1 to 8) of encoded JPEG or PNG bytes; 1 (as stored) if there is none."""
-    if data.startswith(_JPEG_SOI):
-        exif = _jpeg_exif(data)
-    elif data.startswith(_PNG_SIGNATURE):
-        exif = _png_exif(data)
-    else:
-        exif = None
-    return _tiff_orientation(exif) if exif else 1
+    if not data.startswith((_JPEG_SOI, _PNG_SIGNATURE)):
+        return 1  # TIFF files are turned by OpenCV itself
+    from PIL import ExifTags, Image, UnidentifiedImageError
 
-
-def _jpeg_exif(data: bytes) -> bytes | None:
-    """The TIFF block of a JPEG's EXIF segment (APP1), which comes before the image data."""
-    i = 2
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:
-            i += 2
-            continue
-        if marker in (0xD9, 0xDA):
-            return None
-        seg_len = struct.unpack(">H", data[i + 2 : i + 4])[0]
-        body = data[i + 4 : i + 2 + seg_len]
-        if marker == _JPEG_APP1 and body.startswith(_EXIF_HEADER):
-            return body[len(_EXIF_HEADER) :]
-        i += 2 + seg_len
-    return None
-
-
-def _png_exif(data: bytes) -> bytes | None:
-    """The TIFF block of a PNG's ``eXIf`` chunk."""
-    i = len(_PNG_SIGNATURE)
-    while i + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[i : i + 8])
-        if kind == b"eXIf":
-            return data[i + 8 : i + 8 + length]
-        if kind == b"IEND":
-            return None
-        i += 12 + length  # length, type, data, CRC
-    return None
-
-
-def _tiff_orientation(tiff: bytes) -> int:
-    """The orientation tag of the first directory of a TIFF block; 1 if it is missing or invalid."""
-    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
-    if order is None or len(tiff) < 8:
-        return 1
-    directory = struct.unpack(order + "I", tiff[4:8])[0]
-    if directory + 2 > len(tiff):
-        return 1
-    count = struct.unpack(order + "H", tiff[directory : directory + 2])[0]
-    for entry in range(directory + 2, min(directory + 2 + 12 * count, len(tiff) - 11), 12):
-        tag, kind, _, value = struct.unpack(order + "HHIH", tiff[entry : entry + 10])
-        if tag == _EXIF_ORIENTATION and kind == _TIFF_SHORT:
-            return value if 1 <= value <= 8 else 1
-    return 1
+    try:
+        with Image.open(io.BytesIO(data)) as image:  # reads the header, not the pixels
+            value = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except (OSError, SyntaxError, ValueError, struct.error, UnidentifiedImageError):
+        return 1  # unreadable metadata: the pixels as stored
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def _turn_upright(img: np.ndarray, orientation: int) -> np.ndarray:
