@@ -136,6 +136,24 @@ def test_missing_file_and_folder(tmp_path: Path) -> None:
         probe_image(tmp_path / "nope.png")
 
 
+def test_an_image_over_opencvs_pixel_limit_names_the_setting_that_raises_it() -> None:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", 40000, 40000, 8, 0, 0, 0, 0)  # 1.6 gigapixels, grey
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(bytes(100)))
+        + chunk(b"IEND", b"")
+    )
+    with pytest.raises(ImageReadError, match="OPENCV_IO_MAX_IMAGE_PIXELS") as error:
+        decode_image(data, "huge.png")
+    assert "huge.png" in str(error.value) and "\n" not in str(error.value)
+
+
 def test_jpeg_with_trailing_bytes_is_accepted(tmp_path: Path) -> None:
     path = tmp_path / "trail.jpg"
     path.write_bytes(_encoded(".jpg") + b"\x00" * 16 + b"extra-metadata")

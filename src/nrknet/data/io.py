@@ -171,6 +171,12 @@ def decode_image(
     try:
         img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):
+            raise ImageReadError(
+                path,
+                "more pixels than OpenCV decodes by default (2^30); raise the limit with the "
+                "environment variable OPENCV_IO_MAX_IMAGE_PIXELS",
+            ) from None
         raise ImageReadError(
             path, f"decoder failed ({str(exc).strip().splitlines()[-1]})"
         ) from None
