@@ -75,6 +75,13 @@ def test_short_training_lowers_loss_and_eval_reproduces_val_psnr(
     summary = json.loads((eval_dir / "summary.json").read_text())
     assert summary["datasets"]["val"]["psnr"] == pytest.approx(best_psnr, abs=1e-4)
     assert "| NRKNet |" in (eval_dir / "table.md").read_text()
+    # neither the evaluation nor the training run's own scores are replaced by a later evaluation
+    for folder in (eval_dir, run_dir):
+        before = (folder / "summary.json").read_bytes()
+        again = eval_overrides(synthetic_data_dir, folder, best, "val")
+        with pytest.raises(FileExistsError, match="summary.json"):
+            evaluate(compose_train(again, config_name="eval"))
+        assert (folder / "summary.json").read_bytes() == before
 
 
 def test_resume_from_last_checkpoint_continues_epoch_and_step(

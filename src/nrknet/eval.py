@@ -28,10 +28,15 @@ def evaluate(cfg: DictConfig) -> float | None:
     if not isinstance(tta, bool):
         raise ValueError(f"tta must be true or false, got {tta!r}")
     require_accelerator(cfg.trainer)
+    out_dir = Path(cfg.paths.output_dir)
+    if (out_dir / "summary.json").is_file():
+        raise FileExistsError(
+            f"{out_dir} already holds the scores of an earlier run (summary.json); "
+            "choose another hydra.run.dir"
+        )
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
     L.seed_everything(cfg.seed, workers=True)
     net = load_model(resolve_checkpoint(cfg.ckpt_path))
-    out_dir = Path(cfg.paths.output_dir)
     module = NRKNetModule(
         net,
         lpips=cfg.metrics.lpips,
