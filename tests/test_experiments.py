@@ -46,6 +46,11 @@ def test_experiment_composes_with_its_own_settings(compose_train, experiment, tm
     assert cfg.model._target_ == f"nrknet.models.{expected_model}"
     assert cfg.study and cfg.trainer.max_epochs >= 1
     require_numbers(cfg)  # every numeric setting is a number of the kind it needs
+    # nrknet-eval takes the experiment too, for its data and trainer (the checkpoint brings the model)
+    scoring = compose_train(
+        [f"experiment={experiment}", "ckpt_path=x.ckpt", f"paths.root_dir={tmp_path}"], "eval"
+    )
+    assert scoring.data == cfg.data and scoring.trainer.accelerator == cfg.trainer.accelerator
     if experiment.startswith("table") or experiment.startswith("atoms"):
         assert cfg.data._target_.endswith("DPDDDataModule")
         assert cfg.trainer.accelerator == "gpu" and cfg.trainer.max_epochs == 4000

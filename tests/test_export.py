@@ -121,6 +121,15 @@ def test_residual_blur_operator_onnx_matches_pytorch(tmp_path, one_thread):
         assert max_difference(model, graph, size) < TOLERANCE, size
 
 
+def test_an_atom_bank_of_ones_own_gets_the_one_step_padding_bound():
+    from test_extension import GaussianAtoms  # radius j at level j, padded in one step
+
+    model = NRKNet(width=4, num_levels=8, atoms=GaussianAtoms)
+    # the coarsest of three scales needs more than 8 px: 4 * 9 = 36, i.e. a padded 48, inputs > 32
+    assert minimum_size(model) == 33
+    assert minimum_size(NRKNet(width=4, num_levels=8)) == 17  # recursive atoms pad in small steps
+
+
 def test_unet_baseline_exports_through_the_command_line(tmp_path, one_thread, capsys):
     # its output convolution starts at zero (the identity): give it weights
     torch.manual_seed(0)

@@ -20,6 +20,7 @@ from torch import nn
 
 from conftest import tiny_overrides
 from nrknet.checkpoint import load_model
+from nrknet.ops.padding import reflect_pad
 from nrknet.predict import main as predict_main
 from nrknet.train import train
 
@@ -55,13 +56,14 @@ class GaussianAtoms(nn.Module):
         for j in range(self.num_levels):
             a = self.profile(j).to(x.dtype)
             r = j + 1
+            # reflect_pad, unlike F.pad, mirrors as often as it takes: the coarsest scale is small
             y = F.conv2d(
-                F.pad(x, (r, r, 0, 0), mode="reflect"),
+                reflect_pad(x, (r, r, 0, 0)),
                 a.view(1, 1, 1, -1).expand(channels, 1, 1, -1),
                 groups=channels,
             )
             yield F.conv2d(
-                F.pad(y, (0, 0, r, r), mode="reflect"),
+                reflect_pad(y, (0, 0, r, r)),
                 a.view(1, 1, -1, 1).expand(channels, 1, -1, 1),
                 groups=channels,
             )

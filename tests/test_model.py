@@ -6,13 +6,17 @@ import functools
 
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from nrknet.checkpoint import CheckpointError, load_model, save_model
 from nrknet.convert import convert_file, from_official
 from nrknet.convert import main as convert_main
 from nrknet.models.coefficients import PlainCoefficientHead
+from nrknet.models.components import factory_config
 from nrknet.models.nrknet import NRKNet, NRKNetOutput, count_parameters
 from nrknet.ops.atoms import RecursiveAtoms
+from nrknet.utils import clean_errors
 
 VARIANTS = {
     "default": {},
@@ -217,6 +221,70 @@ def test_components_given_as_callables_are_recorded_as_hydra_configs():
     }
 
 
+class ClampedNRKNet(NRKNet):
+    """A subclass, as a researcher makes one: checkpoints must rebuild it, not plain NRKNet."""
+
+    def forward(self, blurry, sharp=None):
+        out = super().forward(blurry, sharp)
+        return out.clamp(0, 1) if sharp is None else out
+
+
+module_level_lambda = lambda num_levels: RecursiveAtoms(num_levels)  # noqa: E731
+
+
+def test_subclasses_and_yaml_keywords_are_recorded_so_that_checkpoints_rebuild_them(tmp_path):
+    torch.manual_seed(0)
+    model = ClampedNRKNet(width=4, num_levels=4)
+    assert model.config["_target_"] == f"{__name__}.ClampedNRKNet"
+    save_model(model, tmp_path / "m.ckpt")
+    assert type(load_model(tmp_path / "m.ckpt")) is ClampedNRKNet
+    # keywords that Hydra hands over as OmegaConf lists and dicts are stored as Python ones
+    config = factory_config(
+        "atoms", functools.partial(RecursiveAtoms, extra=OmegaConf.create({"radii": [1, 2]}))
+    )
+    assert config["extra"] == {"radii": [1, 2]} and type(config["extra"]["radii"]) is list
+
+
+def test_a_component_defined_in_the_script_being_run_is_recorded_with_a_warning():
+    class Script(RecursiveAtoms):
+        pass
+
+    Script.__module__, Script.__qualname__ = "__main__", "Script"
+    with pytest.warns(UserWarning, match="__main__.*importable module"):
+        assert factory_config("atoms", Script)["_target_"] == "__main__.Script"
+
+
+def test_an_import_error_inside_a_components_module_is_named(tmp_path, monkeypatch, capsys):
+    (tmp_path / "my_broken_atoms.py").write_text("import not_installed_package\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = {"_target_": "my_broken_atoms.Atoms"}
+    with pytest.raises(ValueError, match="No module named 'not_installed_package'"):
+        NRKNet(width=4, num_levels=4, atoms=spec)
+
+    # the same through a Hydra config of the whole model, as nrknet-train instantiates it
+    @clean_errors("nrknet-train")
+    def build():
+        instantiate(OmegaConf.create({"_target_": "nrknet.models.nrknet.NRKNet", "atoms": spec}))
+
+    with pytest.raises(SystemExit):
+        build()
+    assert (
+        "cause: ModuleNotFoundError: No module named 'not_installed_package'"
+        in capsys.readouterr().err
+    )
+
+
+class LevelsOnlyAtoms(torch.nn.Module):
+    """A bank with levels(x) but neither max_radius nor effective_kernels()."""
+
+    def __init__(self, num_levels: int) -> None:
+        super().__init__()
+        self.num_levels = num_levels
+
+    def levels(self, x):
+        yield x
+
+
 def two_level_bank(num_levels: int) -> RecursiveAtoms:
     """An atom factory that ignores the model's number of levels."""
     return RecursiveAtoms(2)
@@ -225,10 +293,12 @@ def two_level_bank(num_levels: int) -> RecursiveAtoms:
 def test_components_that_cannot_be_recorded_or_built_are_refused(tmp_path):
     for kwargs, message in [
         ({"atoms": lambda num_levels: RecursiveAtoms(num_levels)}, "atoms: expected a class"),
+        ({"atoms": module_level_lambda}, "atoms: expected a class"),
         ({"atoms": functools.partial(RecursiveAtoms, 4)}, "atoms: give the arguments"),
         ({"atoms": {"per_channel": False}}, "atoms: expected a mapping with a _target_"),
         ({"atoms": {"_target_": "nowhere.Atoms"}}, "atoms: cannot build nowhere.Atoms"),
         ({"atoms": two_level_bank}, "num_levels=2, expected num_levels=4"),
+        ({"atoms": LevelsOnlyAtoms}, "LevelsOnlyAtoms has no max_radius or effective_kernels"),
         ({"atoms": RecursiveAtoms(4)}, "atoms: expected a name"),
         ({"coefficient_head": torch.nn.Identity}, "coefficient_head: the factory must build"),
     ]:

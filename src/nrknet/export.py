@@ -34,7 +34,7 @@ from torch import nn
 
 from nrknet.checkpoint import CheckpointError, load_model
 from nrknet.models.nrknet import NRKNet
-from nrknet.ops.atoms import IndependentAtoms
+from nrknet.ops.atoms import IndependentAtoms, RecursiveAtoms
 from nrknet.ops.padding import reflect_pad
 from nrknet.utils.atomic import atomic_path
 
@@ -52,7 +52,7 @@ class PaddedForExport(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.multiple = model.size_multiple
+        self.multiple = getattr(model, "size_multiple", 1)
 
     def forward(self, blurry: torch.Tensor) -> torch.Tensor:
         height, width = blurry.shape[-2], blurry.shape[-1]
@@ -73,15 +73,17 @@ def minimum_size(model: nn.Module) -> int:
     The graph pads an input of ``n`` pixels to the next multiple of
     ``size_multiple`` (m); the coarsest U-Net level needs that to be at least
     ``2 m``, so ``n > m`` (17 px at three scales). An independent atom of
-    radius r reflect-pads by r in one step, which needs more than r pixels at
-    the coarsest scale: a padded size of ``2 ** (num_scales - 1) * (r + 1)``
+    radius r (and, not knowing better, any atom bank of one's own) reflect-pads
+    by r in one step, which needs more than r pixels at the coarsest scale: a padded size of ``2 ** (num_scales - 1) * (r + 1)``
     or more, rounded up to a multiple of m.
     """
-    multiple = model.size_multiple
+    multiple = getattr(model, "size_multiple", 1)
     if not isinstance(model, NRKNet):
         return multiple
     padded = 2 * multiple
-    if isinstance(model.atoms, IndependentAtoms):
+    if not isinstance(
+        model.atoms, RecursiveAtoms
+    ):  # stock independent banks, and banks of one's own
         needed = 2 ** (model.num_scales - 1) * (model.atoms.max_radius + 1)
         padded = max(padded, -(-needed // multiple) * multiple)
     # every input above ``padded - multiple`` pixels is padded up to ``padded`` or more

@@ -115,7 +115,7 @@ class Deblurrer:
         self.settings = dict(
             tile=tile,
             overlap=default_overlap(model, blend) if overlap is None else overlap,
-            multiple=model.size_multiple,
+            multiple=getattr(model, "size_multiple", 1),
             blend=blend,
             batch=batch,
             device=device,

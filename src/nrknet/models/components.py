@@ -10,10 +10,13 @@ rebuild the component wherever its ``_target_`` can be imported.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
+
+from nrknet.utils import root_cause
 
 ComponentSpec = Mapping[str, Any] | Callable[..., nn.Module]
 
@@ -27,14 +30,31 @@ def factory_config(setting: str, factory: Callable[..., nn.Module]) -> dict[str,
                 f"{setting}: give the arguments of {factory.func!r} as keywords, "
                 "so that checkpoints can record them"
             )
-        factory, keywords = factory.func, dict(factory.keywords)
-    target = f"{factory.__module__}.{getattr(factory, '__qualname__', '')}"
-    if "<locals>" in target or target.endswith("."):
+        factory, keywords = factory.func, {k: _plain(v) for k, v in factory.keywords.items()}
+    return {"_target_": import_path(setting, factory), "_partial_": True, **keywords}
+
+
+def import_path(setting: str, obj: Callable[..., Any]) -> str:
+    """``module.name`` that imports ``obj``, which a checkpoint records to rebuild it.
+
+    Refused for what no import reaches (lambdas, classes or functions defined
+    inside a function); a warning for the script being run (``__main__``),
+    which only that script can import again.
+    """
+    qualname = getattr(obj, "__qualname__", "")
+    if not qualname or "<" in qualname:  # <lambda>, <locals>
         raise ValueError(
             f"{setting}: expected a class or function defined at module level "
-            f"(a checkpoint must be able to import it), got {factory!r}"
+            f"(a checkpoint must be able to import it), got {obj!r}"
         )
-    return {"_target_": target, "_partial_": True, **keywords}
+    if obj.__module__ == "__main__":
+        warnings.warn(
+            f"{setting}: {qualname} is defined in the script being run (__main__); checkpoints "
+            "record it by that name, so only a script that defines it can load them: put it in "
+            "an importable module",
+            stacklevel=3,
+        )
+    return f"{obj.__module__}.{qualname}"
 
 
 def resolve_factory(
@@ -52,8 +72,9 @@ def resolve_factory(
         try:
             factory = instantiate(config)
         except InstantiationException as exc:
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ValueError(f"{setting}: cannot build {config['_target_']}: {message}") from exc
+            raise ValueError(
+                f"{setting}: cannot build {config['_target_']}: {root_cause(exc)}"
+            ) from exc
         return factory, config
     if callable(spec) and not isinstance(spec, nn.Module):
         return spec, factory_config(setting, spec)
@@ -61,6 +82,13 @@ def resolve_factory(
         f"{setting}: expected a name, a Hydra config with _target_ or a callable that builds "
         f"the component, got {type(spec).__name__}"
     )
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with OmegaConf lists and dicts turned into Python ones (checkpoints load without OmegaConf)."""
+    from omegaconf import Container, OmegaConf
+
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, Container) else value
 
 
 def _plain_container(spec: Mapping[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nrknet.models.coefficients import ConvLSTMCoefficientHead, PlainCoefficientHead
-from nrknet.models.components import ComponentSpec, resolve_factory
+from nrknet.models.components import ComponentSpec, import_path, resolve_factory
 from nrknet.models.unet import FeatureUNet
 from nrknet.ops.atoms import ATOM_VARIANTS, build_atoms
 from nrknet.ops.padding import pad_to_multiple, reflect_pad
@@ -216,6 +216,9 @@ class NRKNet(nn.Module):
             in_channels=in_channels,
             coefficient_head=head_config,
         )
+        if type(self) is not NRKNet:
+            # a subclass is rebuilt as itself; arguments of its own are its to add to the config
+            self.config["_target_"] = import_path("model", type(self))
         if init == "xavier":
             self._xavier_init()
             if blur_residual:
@@ -333,6 +336,13 @@ def _checked_atoms(bank: nn.Module, num_levels: int) -> nn.Module:
     """A user-built atom bank, refused with a clear message when it misses the interface."""
     if not isinstance(bank, nn.Module) or not hasattr(bank, "levels"):
         raise ValueError(f"atoms: the factory must build an nn.Module with levels(x), got {bank!r}")
+    # prediction tiling and the validation figures use these; finding out after an epoch costs it
+    missing = [m for m in ("max_radius", "effective_kernels") if not hasattr(bank, m)]
+    if missing:
+        raise ValueError(
+            f"atoms: {type(bank).__name__} has no {' or '.join(missing)} "
+            "(an atom bank needs num_levels, levels(x), max_radius and effective_kernels())"
+        )
     if getattr(bank, "num_levels", None) != num_levels:
         raise ValueError(
             f"atoms: the bank has num_levels={getattr(bank, 'num_levels', None)}, "

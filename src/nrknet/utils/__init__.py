@@ -125,6 +125,14 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     )
 
 
+def root_cause(exc: BaseException) -> str:
+    """The first line of the innermost cause: an import error inside a component's own module, say."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
 def debug_requested() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("NRKNET_DEBUG") == "1"
 
@@ -141,6 +149,9 @@ def clean_errors(program: str) -> Callable[[Callable[..., Any]], Callable[..., A
                 if debug_requested():
                     raise
                 message = str(exc).strip().replace("\n", "\n  ")
+                if exc.__cause__ is not None and "HYDRA_FULL_ERROR" in message:
+                    # Hydra hides the reason (often an import error in the user's own module)
+                    message += f"\n  cause: {root_cause(exc)}"
                 print(f"{program}: error: {message}", file=sys.stderr)
                 sys.exit(2)
             finally:
