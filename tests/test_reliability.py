@@ -85,7 +85,7 @@ def wait_for(predicate, proc: subprocess.Popen, timeout: float = 240.0) -> None:
     while not predicate():
         if proc.poll() is not None:
             raise AssertionError(
-                f"child ended early: {proc.returncode}\n{proc.stderr.read()[-3000:]}"
+                f"child ended early: {proc.returncode}\n{proc.stderr.read()[-3000:] if proc.stderr else ''}"
             )
         if time.monotonic() > deadline:
             proc.kill()
@@ -276,3 +276,37 @@ def test_nonfinite_batches_are_skipped_and_counted(compose_train, tmp_path, synt
     assert all(
         torch.isfinite(v).all() for v in best["state_dict"].values() if v.is_floating_point()
     )
+
+
+def test_sigterm_to_every_process_of_a_ddp_run_saves_and_exits(tmp_path, synthetic_data_dir):
+    # SLURM signals every task at once; the launching rank also forwards the signal to its
+    # child, so rank 1 sees it twice, usually in the middle of a collective operation.
+    run_dir = tmp_path / "run"
+    overrides = [
+        o for o in child_command(synthetic_data_dir, run_dir)[3:] if not o.startswith("trainer")
+    ]
+    overrides += [
+        f"trainer.max_epochs={EPOCHS * 50}", "trainer=ddp", "trainer.accelerator=cpu",
+        "trainer.devices=2", "trainer.sync_batchnorm=false", "trainer.enable_progress_bar=false",
+    ]  # fmt: skip
+    # the entry point itself, which the launching rank starts again for rank 1
+    cmd = [str(Path(sys.executable).parent / "nrknet-train"), *overrides]
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as stderr:  # a file: a pipe nobody reads would stall the run by itself
+        proc = subprocess.Popen(
+            cmd, env=child_env(), stdout=subprocess.DEVNULL, stderr=stderr, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        wait_for(lambda: last_step(run_dir) > 0, proc)
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("the DDP run hung after SIGTERM")
+    err = log.read_text()
+    assert proc.returncode == 0, err[-3000:]
+    assert "SIGTERM: saved" in err
+    assert_checkpoints_complete(run_dir)
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] > 0

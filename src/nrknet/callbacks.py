@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import random
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +80,27 @@ class SigtermCheckpoint(Callback):
 
     def __init__(self, dirpath: str, filename: str = "last") -> None:
         self.path = Path(dirpath) / f"{filename}.ckpt"
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # Lightning's own handler broadcasts between the processes from inside the signal handler;
+        # when the signal lands in another collective operation (SLURM signals every process, and
+        # the launching one forwards it) the processes wait for each other forever. A handler that
+        # only records the signal is enough: the training loop shares rank 0's record at the next
+        # batch, and every process stops there.
+        if trainer.world_size > 1 and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._record_sigterm(trainer))
+
+    @staticmethod
+    def _record_sigterm(trainer):
+        connector = trainer._signal_connector
+        launcher = trainer.strategy.launcher
+
+        def record(signum, frame) -> None:
+            if not connector.received_sigterm and launcher is not None:
+                launcher.kill(signum)  # the processes this one started, as Lightning does
+            connector.received_sigterm = True
+
+        return record
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if not isinstance(exception, SIGTERMException):
