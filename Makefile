@@ -51,7 +51,11 @@ predict: $(STAMP) ## Deblur photos: make predict IN=photos/ OUT=deblurred/ [CKPT
 	@if [ -z "$(IN)" ] || [ -z "$(OUT)" ]; then echo "usage: make predict IN=photos/ OUT=out/ [CKPT=model.ckpt] [ARGS='--tile 512']" >&2; exit 2; fi
 	$(BIN)/nrknet-predict "$(IN)" --out "$(OUT)" $(if $(CKPT),--ckpt "$(CKPT)") $(ARGS)
 
-SWEEP_DIR ?= logs/sweeps/$(STUDY)/$(shell date +%Y-%m-%d_%H-%M-%S)
+# expanded once (:=), so the sweep and its collection name the same folder; the process id keeps
+# two sweeps started in the same second apart
+ifeq ($(origin SWEEP_DIR), undefined)
+SWEEP_DIR := logs/sweeps/$(STUDY)/$(shell date +%Y-%m-%d_%H-%M-%S_$$$$)
+endif
 JOBS ?= 1
 sweep: $(STAMP) ## Run a paper study as a multirun and collect its table: make sweep STUDY=table3_rkr [JOBS=4] [ARGS=...]
 	@overrides=$$($(BIN)/python experiments/study.py $(STUDY)) || exit 2; \

@@ -2,8 +2,9 @@
 
     python experiments/collect.py --study table3_rkr --runs logs/train/multiruns/<date_time>
 
-Reads every job's ``.hydra/overrides.yaml`` (which row it ran: see ``study.py``) and
-``metrics.json`` (written by nrknet-train), and writes ``table.md``,
+Reads every job's ``metrics.json`` (written by nrknet-train: the scores, and the
+overrides that say which row it ran, see ``study.py``; ``.hydra/overrides.yaml``
+for runs without them), and writes ``table.md``,
 ``table.json`` and ``chart.png`` into ``--out`` (default: the multirun folder).
 Rows and the paper's figures come from ``experiments/<study>/table.yaml``.
 """
@@ -31,12 +32,16 @@ def find_jobs(runs: Path) -> list[dict]:
     jobs = []
     for overrides_file in sorted(runs.rglob(".hydra/overrides.yaml")):
         job_dir = overrides_file.parent.parent
-        overrides = yaml.safe_load(overrides_file.read_text()) or []
+        metrics_file = job_dir / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+        # the finished run's own record first: a later start in the folder (refused, say)
+        # rewrites .hydra/ before it stops
+        overrides = (metrics or {}).get("overrides")
+        if overrides is None:
+            overrides = yaml.safe_load(overrides_file.read_text()) or []
         experiment = next(
             (o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), None
         )
-        metrics_file = job_dir / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
         jobs.append(
             {
                 "dir": job_dir,

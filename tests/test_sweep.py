@@ -118,8 +118,24 @@ def test_two_concurrent_jobs_then_collect(tmp_path, synthetic_data_dir, compose_
         assert (
             f"concurrent job {job.name}: devices 1, {max(cpu_count() // 2, 1)} torch threads" in log
         )
-    done = {r["experiment"] for r in _collect_table3(sweep_dir)["rows"] if r["status"] == "done"}
-    assert done == {"table3_gaussian", "table3_rkr"}
+    rows = _collect_table3(sweep_dir)["rows"]
+    assert {r["experiment"] for r in rows if r["status"] == "done"} == {
+        "table3_gaussian",
+        "table3_rkr",
+    }
+    # the same study started again in its folder, rows in another order and without
+    # auto_resume, is refused; the finished runs and the table stay as they were
+    swapped = [
+        o if not o.startswith("experiment=") else "experiment=table3_rkr,table3_gaussian"
+        for o in cmd
+    ]
+    proc = subprocess.run(
+        swapped, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode != 0 and "already holds the checkpoints" in proc.stderr, proc.stderr[
+        -4000:
+    ]
+    assert _collect_table3(sweep_dir)["rows"] == rows
 
 
 PARALLEL = ["hydra/launcher=parallel", "hydra.launcher.n_jobs=8"]

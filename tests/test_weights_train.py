@@ -125,6 +125,19 @@ def test_a_finished_run_is_neither_overwritten_nor_resumed_into_another_network(
     assert "\n" not in message
     assert last.read_bytes() == before  # nothing written by the refused runs
 
+    # resuming with another optimizer setting: refused unless asked for
+    other = [*base, "test=false", "trainer.max_epochs=2", "optimizer.lr=0.5"]
+    with pytest.raises(CheckpointError, match=r"optimizer\.lr=0\.002 in the checkpoint, 0\.5 here"):
+        train(compose_train([*other, "auto_resume=true"]))
+    assert last.read_bytes() == before
+    train(compose_train([*other, "auto_resume=true", "resume_check=false"]))
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 2
+
+    # a run stopped before its first last.ckpt has nothing to resume: auto_resume starts it again
+    last.unlink()
+    train(compose_train([*base, "test=false", "trainer.max_epochs=1", "auto_resume=true"]))
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 1
+
     # files that are no checkpoint at all, given to resume from another folder
     (tmp_path / "empty.ckpt").write_bytes(b"")
     (tmp_path / "garbage.ckpt").write_bytes(b"\xaa" * 300)

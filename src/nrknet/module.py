@@ -92,6 +92,7 @@ class NRKNetModule(L.LightningModule):
         self.test_scene_groups: list[dict[str, frozenset[str]] | None] = []
         self.test_results: dict[str, dict[str, Any]] = {}
         self.skipped_nonfinite = 0
+        self.run_settings: dict[str, Any] | None = None
         self._val_images: list[np.ndarray] = []
         self._val_probe: torch.Tensor | None = None
 
@@ -311,6 +312,8 @@ class NRKNetModule(L.LightningModule):
             "model_config": dict(self.model.config),
             "skipped_nonfinite": self.skipped_nonfinite,
         }
+        if self.run_settings is not None:  # set by nrknet-train: what a resumed run must match
+            checkpoint["nrknet"]["run_settings"] = self.run_settings
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.skipped_nonfinite = int(checkpoint.get("nrknet", {}).get("skipped_nonfinite", 0))

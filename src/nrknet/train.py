@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from nrknet.batch_log import for_batch_jobs
 from nrknet.callbacks import AtomicCheckpointIO
+from nrknet.checkpoint import CheckpointError
 from nrknet.reporting import print_run_summary, write_reports
 from nrknet.utils import (
     CONFIG_DIR,
@@ -45,14 +47,71 @@ def resolve_resume_path(cfg: DictConfig) -> str | None:
     return require_training_state(resolve_checkpoint(cfg.ckpt_path), setting="ckpt_path")
 
 
-def refuse_to_overwrite_checkpoints(folder: Path, resume: str | None) -> None:
+#: The settings a resumed run must share with its checkpoint (``resume_check``).
+RESUMED_SETTINGS = ("model", "loss", "optimizer")
+
+
+def run_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved settings a resumed run must match, and the command-line overrides of the run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    settings = {
+        k: OmegaConf.to_container(cfg[k], resolve=True) for k in RESUMED_SETTINGS if k in cfg
+    }
+    if HydraConfig.initialized():
+        settings["overrides"] = list(HydraConfig.get().overrides.task)
+    return settings
+
+
+def require_same_settings(resume: str, settings: dict[str, Any]) -> None:
+    """A one-line error when ``resume`` was trained with other model, loss or optimizer settings."""
+    try:
+        ckpt = torch.load(resume, map_location="cpu", mmap=True, weights_only=True)
+    except Exception:  # noqa: BLE001 - files this cannot read are reported by Lightning
+        return
+    stored = ((ckpt.get("nrknet") or {}) if isinstance(ckpt, dict) else {}).get("run_settings")
+    if not stored:
+        return  # written before the settings were recorded
+    differences = [
+        f"{key}={stored_value} in the checkpoint, {value} here"
+        for group in RESUMED_SETTINGS
+        for key, stored_value, value in _differences(group, stored.get(group), settings.get(group))
+    ]
+    if differences:
+        shown = "; ".join(differences[:4]) + (" ..." if len(differences) > 4 else "")
+        raise CheckpointError(
+            f"resuming {resume}, trained with other settings: {shown}; resume with the settings it "
+            "was trained with, or set resume_check=false to continue with these"
+        )
+
+
+def _differences(prefix: str, old: Any, new: Any) -> list[tuple[str, Any, Any]]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            d for key in sorted(old.keys() | new.keys())
+            for d in _differences(f"{prefix}.{key}", old.get(key), new.get(key))
+        ]  # fmt: skip
+    return [] if old == new else [(prefix, old, new)]
+
+
+def refuse_to_overwrite_checkpoints(
+    folder: Path, resume: str | None, auto_resume: bool = False
+) -> None:
     """A one-line error when ``folder`` holds checkpoints of an earlier run that this one does not resume.
 
     A new run would replace its ``best.ckpt`` and ``last.ckpt``; continuing it
-    is ``auto_resume=true`` (or ``ckpt_path=last``).
+    is ``auto_resume=true`` (or ``ckpt_path=last``). With ``auto_resume`` and
+    no ``last.ckpt`` (the run was stopped before its first one was written),
+    there is nothing to resume and the run starts again.
     """
     earlier = sorted(p.name for p in folder.glob("*.ckpt") if p.is_file())
     if not earlier or (resume is not None and Path(resume).resolve().parent == folder.resolve()):
+        return
+    if auto_resume and resume is None:
+        log.warning(
+            "auto_resume: %s has no last.ckpt (the run stopped before writing one); it starts again",
+            folder,
+        )
         return
     raise FileExistsError(
         f"{folder} already holds the checkpoints of an earlier run ({', '.join(earlier)}); "
@@ -126,14 +185,19 @@ def train(cfg: DictConfig) -> float | None:
     resume = None
     if cfg.get("train", True):
         resume = resolve_resume_path(cfg)
-        refuse_to_overwrite_checkpoints(out_dir / "checkpoints", resume)
+        refuse_to_overwrite_checkpoints(
+            out_dir / "checkpoints", resume, cfg.get("auto_resume", False)
+        )
     datamodule, module, trainer = build(cfg)
+    module.run_settings = run_settings(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams(_loggable(cfg))
     best_psnr = None
     if cfg.get("train", True):
         if resume is not None:
             require_same_model(module.model, resume)
+            if cfg.get("resume_check", True):
+                require_same_settings(resume, module.run_settings)
         apply_init_from(module.model, cfg.get("init_from"), cfg.get("init_strict", True), resume)
         remove_partial_checkpoints(out_dir / "checkpoints")
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
@@ -155,6 +219,8 @@ def train(cfg: DictConfig) -> float | None:
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
             "skipped_nonfinite": module.skipped_nonfinite,
+            # the row this run is: collect.py reads it here, where only a finished run writes it
+            "overrides": module.run_settings.get("overrides"),
             "test": {name: r["summary"] for name, r in results.items()},
         }
         atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
