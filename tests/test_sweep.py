@@ -16,11 +16,12 @@ import pytest
 import torch
 import yaml
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import open_dict, read_write
 
 from conftest import tiny_overrides
-from nrknet.train import place_concurrent_job
+from nrknet.train import place_concurrent_job, refuse_ddp_in_a_local_multirun
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -132,9 +133,8 @@ def test_two_concurrent_jobs_then_collect(tmp_path, synthetic_data_dir, compose_
     proc = subprocess.run(
         swapped, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
     )
-    assert proc.returncode != 0 and "already holds the checkpoints" in proc.stderr, proc.stderr[
-        -4000:
-    ]
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert "already holds the checkpoints" in proc.stderr, proc.stderr[-4000:]
     assert _collect_table3(sweep_dir)["rows"] == rows
 
 
@@ -161,6 +161,35 @@ def test_concurrent_gpu_jobs_take_the_gpus_in_turn(
     HydraConfig.instance().set_config(cfg)
     place_concurrent_job(cfg)
     assert cfg.trainer.devices == devices
+
+
+@pytest.mark.parametrize(
+    ("settings", "refused"),
+    [
+        (["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"], True),
+        (["trainer=ddp"], True),  # all of the 4 GPUs
+        (["trainer=ddp", "trainer.devices=1"], False),
+        (
+            ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "hydra/launcher=slurm"],
+            False,
+        ),
+        (["trainer=gpu"], False),
+    ],
+)
+def test_ddp_in_a_local_multirun_is_refused(
+    compose_train, tmp_path, monkeypatch, settings, refused
+):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    cfg = compose_train(["experiment=table3_rkr", f"paths.root_dir={tmp_path}", *settings])
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.mode = RunMode.MULTIRUN
+    HydraConfig.instance().set_config(cfg)
+    if refused:
+        with pytest.raises(ValueError, match="runs the whole sweep again"):
+            refuse_ddp_in_a_local_multirun(cfg)
+    else:
+        refuse_ddp_in_a_local_multirun(cfg)
 
 
 def _timed_job(job: Path, batch: int, start: float, ends: list[float]) -> None:

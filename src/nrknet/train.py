@@ -11,7 +11,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from nrknet.batch_log import for_batch_jobs
 from nrknet.callbacks import AtomicCheckpointIO
@@ -148,6 +148,33 @@ def build(cfg: DictConfig):
     return datamodule, module, trainer
 
 
+def refuse_ddp_in_a_local_multirun(cfg: DictConfig) -> None:
+    """A one-line error for a DDP job of several processes in a multirun on this machine.
+
+    Lightning starts the other processes by running the command line again,
+    which in a multirun is the whole sweep; SLURM starts them itself.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    launcher = str(OmegaConf.select(HydraConfig.get(), "launcher._target_", default=""))
+    if "submitit" in launcher or "ddp" not in str(cfg.trainer.get("strategy", "")):
+        return
+    devices = cfg.trainer.get("devices", 1)
+    if devices == -1:
+        devices = torch.cuda.device_count()
+    count = len(devices) if isinstance(devices, list | ListConfig) else devices
+    if isinstance(count, int) and count > 1 or cfg.trainer.get("num_nodes", 1) > 1:
+        raise ValueError(
+            f"trainer.strategy=ddp with trainer.devices={cfg.trainer.devices} in a multirun on this "
+            "machine: Lightning starts the other processes by running the command again, which "
+            "runs the whole sweep again; train each row with its own nrknet-train, or submit the "
+            "sweep with hydra/launcher=slurm"
+        )
+
+
 def place_concurrent_job(cfg: DictConfig) -> None:
     """In a multirun that runs several jobs at once (``hydra/launcher=parallel``), a one-GPU job
     takes GPU <job number> mod <visible GPUs>, so that the jobs spread over the node."""
@@ -178,6 +205,7 @@ def place_concurrent_job(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> float | None:
     """Train (and test) as configured; returns the best validation PSNR."""
     require_numbers(cfg)
+    refuse_ddp_in_a_local_multirun(cfg)
     place_concurrent_job(cfg)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
     L.seed_everything(cfg.seed, workers=True)
