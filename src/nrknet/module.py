@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,14 @@ from nrknet.reporting import result_entries, self_ensemble_name
 from nrknet.utils.distributed import is_distributed
 
 log = logging.getLogger(__name__)
+
+# Lightning asks for sync_dist on every epoch-level value under DDP; these are the same on every
+# process already (gathered scores, a shared parameter), and a mean over processes could change
+# their last bit.
+warnings.filterwarnings(
+    "ignore",
+    message=r"It is recommended to use `self\.log\('(val|test)/|It is recommended to use `self\.log\('train/gate'",
+)
 
 LOSS_TERMS = ("mse", "fdr", "reblur", "ssim")
 
