@@ -130,6 +130,12 @@ def test_unreadable_files_are_one_line_errors_everywhere(tmp_path, content, reas
     assert not (tmp_path / "out.ckpt").exists()
 
 
+def test_a_run_folder_given_as_a_checkpoint_names_its_checkpoints(tmp_path):
+    save_model(NRKNet(width=8), tmp_path / "run" / "checkpoints" / "best.ckpt")
+    with pytest.raises(CheckpointError, match=r"is a folder.*run/checkpoints/best\.ckpt"):
+        load_model(tmp_path / "run")
+
+
 def test_convert_refuses_a_checkpoint_that_is_already_converted(tmp_path):
     save_model(NRKNet(width=8), tmp_path / "w.ckpt")
     with pytest.raises(CheckpointError, match="already an nrknet checkpoint"):

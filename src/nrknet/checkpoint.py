@@ -33,7 +33,9 @@ def read_checkpoint(path: str | os.PathLike, **load_options: Any) -> Any:
     """
     path = Path(path)
     if path.is_dir():
-        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
+        found = sorted(str(p) for p in (path / "checkpoints").glob("*.ckpt"))
+        hint = f" (a run folder: give one of {', '.join(found)})" if found else ""
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file{hint}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     options = {"map_location": "cpu", "weights_only": True, **load_options}
