@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from package import read_run
 
+from nrknet.utils import config_differences
+
 # Where a run writes, not how it trains: these may differ between a run and its rerun.
 RUN_SPECIFIC_KEYS = ("paths", "hydra", "ckpt_path", "logger")
 
@@ -41,21 +43,15 @@ def tensor_differences(
     return out
 
 
-def recipe_differences(rerun: dict | None, bundled: dict | None, prefix: str = "") -> list[str]:
+def recipe_differences(rerun: dict | None, bundled: dict | None) -> list[str]:
     """Keys whose values differ between two Hydra configs, run-specific keys left out."""
     if rerun is None or bundled is None:
-        return [] if rerun == bundled else [prefix or "<recipe>"]
-    diffs = []
-    for key in sorted(set(rerun) | set(bundled)):
-        if not prefix and key in RUN_SPECIFIC_KEYS:
-            continue
-        a, b = rerun.get(key), bundled.get(key)
-        name = f"{prefix}{key}"
-        if isinstance(a, dict) and isinstance(b, dict):
-            diffs += recipe_differences(a, b, prefix=f"{name}.")
-        elif a != b:
-            diffs.append(name)
-    return diffs
+        return [] if rerun == bundled else ["<recipe>"]
+
+    def recipe(config: dict) -> dict:
+        return {k: v for k, v in config.items() if k not in RUN_SPECIFIC_KEYS}
+
+    return [key for key, _, _ in config_differences(recipe(rerun), recipe(bundled))]
 
 
 def verify(

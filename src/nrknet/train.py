@@ -15,7 +15,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from nrknet.batch_log import for_batch_jobs
 from nrknet.callbacks import AtomicCheckpointIO
-from nrknet.checkpoint import CheckpointError
 from nrknet.reporting import print_run_summary, write_reports
 from nrknet.utils import (
     CONFIG_DIR,
@@ -26,7 +25,7 @@ from nrknet.utils import (
 )
 from nrknet.utils.atomic import atomic_write_text, remove_stale_temporaries
 from nrknet.weights import resolve_checkpoint
-from nrknet.weights.init import apply_init_from, require_same_model, require_training_state
+from nrknet.weights.init import apply_init_from, require_same_run, require_training_state
 
 log = logging.getLogger("nrknet.train")
 
@@ -63,35 +62,11 @@ def run_settings(cfg: DictConfig) -> dict[str, Any]:
     return settings
 
 
-def require_same_settings(resume: str, settings: dict[str, Any]) -> None:
-    """A one-line error when ``resume`` was trained with other model, loss or optimizer settings."""
-    try:
-        ckpt = torch.load(resume, map_location="cpu", mmap=True, weights_only=True)
-    except Exception:  # noqa: BLE001 - files this cannot read are reported by Lightning
-        return
-    stored = ((ckpt.get("nrknet") or {}) if isinstance(ckpt, dict) else {}).get("run_settings")
-    if not stored:
-        return  # written before the settings were recorded
-    differences = [
-        f"{key}={stored_value} in the checkpoint, {value} here"
-        for group in RESUMED_SETTINGS
-        for key, stored_value, value in _differences(group, stored.get(group), settings.get(group))
-    ]
-    if differences:
-        shown = "; ".join(differences[:4]) + (" ..." if len(differences) > 4 else "")
-        raise CheckpointError(
-            f"resuming {resume}, trained with other settings: {shown}; resume with the settings it "
-            "was trained with, or set resume_check=false to continue with these"
-        )
-
-
-def _differences(prefix: str, old: Any, new: Any) -> list[tuple[str, Any, Any]]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        return [
-            d for key in sorted(old.keys() | new.keys())
-            for d in _differences(f"{prefix}.{key}", old.get(key), new.get(key))
-        ]  # fmt: skip
-    return [] if old == new else [(prefix, old, new)]
+def resumed_settings(cfg: DictConfig, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The part of ``settings`` a resume must match (``resume_check``), or None when not checked."""
+    if not cfg.get("resume_check", True):
+        return None
+    return {k: v for k, v in settings.items() if k in RESUMED_SETTINGS}
 
 
 def refuse_to_overwrite_checkpoints(
@@ -223,9 +198,7 @@ def train(cfg: DictConfig) -> float | None:
     best_psnr = None
     if cfg.get("train", True):
         if resume is not None:
-            require_same_model(module.model, resume)
-            if cfg.get("resume_check", True):
-                require_same_settings(resume, module.run_settings)
+            require_same_run(module.model, resume, resumed_settings(cfg, module.run_settings))
         apply_init_from(module.model, cfg.get("init_from"), cfg.get("init_strict", True), resume)
         remove_partial_checkpoints(out_dir / "checkpoints")
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)

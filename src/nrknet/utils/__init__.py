@@ -79,6 +79,19 @@ def require_numbers(cfg: DictConfig) -> None:
             raise ValueError(f"{key}={value!r}: expected a {'whole number' if whole else 'number'}")
 
 
+def config_differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted key, old value, new value)`` wherever two nested dicts differ (a missing key is None)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            difference
+            for key in sorted(old.keys() | new.keys())
+            for difference in config_differences(
+                old.get(key), new.get(key), f"{prefix}.{key}" if prefix else str(key)
+            )
+        ]
+    return [] if old == new else [(prefix, old, new)]
+
+
 def instantiate_group(cfg: DictConfig | None) -> list[Any]:
     """Instantiate every entry of a group made of named ``_target_`` configs (callbacks, loggers)."""
     from hydra.utils import instantiate

@@ -12,11 +12,13 @@ import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from nrknet.checkpoint import MODEL_PREFIX, CheckpointError, read_checkpoint
+from nrknet.utils import config_differences
 
 log = logging.getLogger("nrknet.weights")
 
@@ -148,13 +150,18 @@ def require_training_state(path: str | os.PathLike, setting: str = "ckpt_path") 
     return str(path)
 
 
-def require_same_model(
-    model: nn.Module, path: str | os.PathLike, setting: str = "ckpt_path"
+def require_same_run(
+    model: nn.Module,
+    path: str | os.PathLike,
+    settings: dict[str, Any] | None = None,
+    setting: str = "ckpt_path",
 ) -> None:
-    """A one-line error when the checkpoint to resume holds another network than ``model``.
+    """A one-line error when the checkpoint to resume is not a run of ``model`` with ``settings``.
 
     Resuming restores every tensor as it was; a checkpoint of another width,
     depth or variant cannot be resumed, only used as a start (``init_from``).
+    ``settings`` (resolved config groups, e.g. ``{"loss": {...}}``) must equal
+    those the checkpoint recorded, where it recorded them.
     """
     try:
         ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
@@ -162,25 +169,40 @@ def require_same_model(
         return
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         return
+    recorded = ckpt.get("nrknet") or {}
     stored = {k: v for k, v in ckpt["state_dict"].items() if str(k).startswith(MODEL_PREFIX)}
     own = {MODEL_PREFIX + k: v for k, v in model.state_dict().items()}
     differing = sorted(
         k for k in stored.keys() | own.keys()
         if k not in stored or k not in own or stored[k].shape != own[k].shape
     )  # fmt: skip
-    if not differing:
+    if differing:
+        changes = config_differences(
+            recorded.get("model_config") or {}, dict(getattr(model, "config", {})), "model"
+        )
+        what = _described(changes) or f"{len(differing)} tensors differ, e.g. {differing[0]}"
+        raise CheckpointError(
+            f"{setting}={path} holds another network ({what}); resume with the settings it was "
+            f"trained with, or start from its weights with init_from={path} init_strict=false"
+        )
+    trained_with = recorded.get("run_settings")
+    if settings is None or not trained_with:  # not asked, or recorded before settings were
         return
-    config = (ckpt.get("nrknet") or {}).get("model_config") or {}
-    current = dict(getattr(model, "config", {}))
-    settings = [
-        f"model.{key}={config.get(key)} in the checkpoint, {current.get(key)} here"
-        for key in sorted(config.keys() | current.keys())
-        if config.get(key) != current.get(key)
+    changes = [
+        change
+        for group in settings
+        if group in trained_with
+        for change in config_differences(trained_with[group], settings[group], group)
     ]
-    what = (
-        "; ".join(settings) if settings else f"{len(differing)} tensors differ, e.g. {differing[0]}"
+    if changes:
+        raise CheckpointError(
+            f"{setting}={path} was trained with other settings ({_described(changes)}); resume "
+            "with the settings it was trained with, or set resume_check=false to continue with these"
+        )
+
+
+def _described(changes: list[tuple[str, Any, Any]], shown: int = 4) -> str:
+    text = "; ".join(
+        f"{key}={old} in the checkpoint, {new} here" for key, old, new in changes[:shown]
     )
-    raise CheckpointError(
-        f"{setting}={path} holds another network ({what}); resume with the settings it was "
-        f"trained with, or start from its weights with init_from={path} init_strict=false"
-    )
+    return text + (" ..." if len(changes) > shown else "")
