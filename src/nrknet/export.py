@@ -74,16 +74,16 @@ def minimum_size(model: nn.Module) -> int:
     ``size_multiple`` (m); the coarsest U-Net level needs that to be at least
     ``2 m``, so ``n > m`` (17 px at three scales). An independent atom of
     radius r (and, not knowing better, any atom bank of one's own) reflect-pads
-    by r in one step, which needs more than r pixels at the coarsest scale: a padded size of ``2 ** (num_scales - 1) * (r + 1)``
-    or more, rounded up to a multiple of m.
+    by r in one step, which needs more than r pixels at the coarsest scale: a
+    padded size of ``2 ** (num_scales - 1) * (r + 1)`` or more, rounded up to a
+    multiple of m.
     """
     multiple = getattr(model, "size_multiple", 1)
     if not isinstance(model, NRKNet):
         return multiple
     padded = 2 * multiple
-    if not isinstance(
-        model.atoms, RecursiveAtoms
-    ):  # stock independent banks, and banks of one's own
+    # the stock independent banks, and banks of one's own
+    if not isinstance(model.atoms, RecursiveAtoms):
         needed = 2 ** (model.num_scales - 1) * (model.atoms.max_radius + 1)
         padded = max(padded, -(-needed // multiple) * multiple)
     # every input above ``padded - multiple`` pixels is padded up to ``padded`` or more

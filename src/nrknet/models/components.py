@@ -62,7 +62,7 @@ def resolve_factory(
 ) -> tuple[Callable[..., nn.Module], dict[str, Any]]:
     """``(factory, config)`` for a component given as a callable or as a Hydra config."""
     if isinstance(spec, Mapping):
-        config = _plain_container(spec)
+        config = dict(_plain(spec))
         if "_target_" not in config:
             raise ValueError(f"{setting}: expected a mapping with a _target_, got {config!r}")
         config["_partial_"] = True
@@ -89,14 +89,3 @@ def _plain(value: Any) -> Any:
     from omegaconf import Container, OmegaConf
 
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, Container) else value
-
-
-def _plain_container(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """A plain ``dict`` (OmegaConf nodes converted), so checkpoints load without OmegaConf."""
-    try:
-        from omegaconf import DictConfig, OmegaConf
-    except ImportError:  # pragma: no cover - OmegaConf comes with Hydra
-        return dict(spec)
-    if isinstance(spec, DictConfig):
-        return OmegaConf.to_container(spec, resolve=True)
-    return dict(spec)

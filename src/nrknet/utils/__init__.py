@@ -68,8 +68,6 @@ NUMBER_SETTINGS = ("optimizer.lr", "optimizer.weight_decay", "trainer.gradient_c
 
 def require_numbers(cfg: DictConfig) -> None:
     """One line naming the setting when one of the numeric settings above is not a number."""
-    from omegaconf import OmegaConf
-
     for key in (*WHOLE_NUMBER_SETTINGS, *NUMBER_SETTINGS):
         value = OmegaConf.select(cfg, key, default=None)
         whole = key in WHOLE_NUMBER_SETTINGS
