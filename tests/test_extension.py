@@ -20,6 +20,7 @@ from torch import nn
 
 from conftest import tiny_overrides
 from nrknet.checkpoint import load_model
+from nrknet.errors import UntrustedCodeError
 from nrknet.ops.padding import reflect_pad
 from nrknet.predict import main as predict_main
 from nrknet.train import train
@@ -121,7 +122,7 @@ coefficient_head:
 
 
 def test_custom_components_from_yaml_train_and_predict(
-    compose_train, tmp_path, synthetic_data_dir, caplog
+    compose_train, tmp_path, synthetic_data_dir, caplog, capsys
 ):
     conf_dir, run_dir = tmp_path / "conf", tmp_path / "run"
     write_model_config(conf_dir)
@@ -145,7 +146,12 @@ def test_custom_components_from_yaml_train_and_predict(
     assert any("SoftmaxHead" in m for m in messages)
 
     ckpt = run_dir / "checkpoints" / "last.ckpt"
-    model = load_model(ckpt)
+    # a checkpoint that names code outside nrknet is built only when the user trusts it
+    with pytest.raises(
+        UntrustedCodeError, match=rf"{__name__}\.\w+, code outside nrknet.*trust_code=true"
+    ):
+        load_model(ckpt)
+    model = load_model(ckpt, trust_code=True)
     assert isinstance(model.atoms, GaussianAtoms) and isinstance(model.coefficients, SoftmaxHead)
     assert model.config["atoms"]["initial_log_scale"] == 0.5
     assert model.coefficients.temperature == 2.0
@@ -157,6 +163,9 @@ def test_custom_components_from_yaml_train_and_predict(
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(photos / "a.png")
     out = tmp_path / "out"
-    assert predict_main([str(photos), "--out", str(out), "--ckpt", str(ckpt), "-q"]) == 0
+    assert predict_main([str(photos), "--out", str(out), "--ckpt", str(ckpt), "-q"]) == 2
+    assert "--trust-code" in capsys.readouterr().err and not out.exists()
+    args = [str(photos), "--out", str(out), "--ckpt", str(ckpt), "-q", "--trust-code"]
+    assert predict_main(args) == 0
     result = np.asarray(Image.open(next(out.glob("a*.png"))))
     assert result.shape == (40, 56, 3)

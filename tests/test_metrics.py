@@ -297,7 +297,7 @@ def _serve(monkeypatch, data: bytes) -> None:
 def test_download_lands_only_when_the_checksum_matches(monkeypatch, tmp_path) -> None:
     dest = tmp_path / "checkpoints" / ALEXNET_FILENAME
     good = b"alexnet weights" * 1000
-    monkeypatch.setattr(lpips_metric, "ALEXNET_SHA256_PREFIX", hashlib.sha256(good).hexdigest()[:8])
+    monkeypatch.setattr(lpips_metric, "ALEXNET_SHA256", hashlib.sha256(good).hexdigest())
     _serve(monkeypatch, b"an error page instead of the weights")
     with pytest.raises(OSError, match="checksum mismatch"):
         lpips_metric._fetch("https://example.invalid/alexnet.pth", dest)

@@ -17,8 +17,9 @@ import re
 import sys
 from pathlib import Path
 
-import torch
 import yaml
+
+from nrknet.checkpoint import read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ROOT / "src" / "nrknet" / "weights" / "files"
@@ -28,7 +29,7 @@ REGISTRY = ROOT / "src" / "nrknet" / "weights" / "registry.yaml"
 def read_run(run_dir: Path, ckpt: str = "last") -> tuple[Path, dict, dict | None]:
     """A training run's checkpoint file, its contents, and its Hydra config (``None`` if absent)."""
     source = run_dir / "checkpoints" / f"{ckpt}.ckpt"
-    lightning = torch.load(source, map_location="cpu", weights_only=False)
+    lightning = read_checkpoint(source)
     config_file = run_dir / ".hydra" / "config.yaml"
     recipe = yaml.safe_load(config_file.read_text()) if config_file.is_file() else None
     return source, lightning, recipe

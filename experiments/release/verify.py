@@ -61,7 +61,7 @@ def verify(
 
     ``registry`` and ``home`` as for :func:`nrknet.weights.resolve_checkpoint`.
     """
-    from nrknet.checkpoint import load_model
+    from nrknet.checkpoint import load_model, read_checkpoint
     from nrknet.weights import resolve_checkpoint
 
     source, lightning, recipe = read_run(run_dir, ckpt)
@@ -69,9 +69,7 @@ def verify(
     rerun_model = load_model(source)
     bundled_model = load_model(bundled_file)
     diffs = tensor_differences(rerun_model.state_dict(), bundled_model.state_dict())
-    release = torch.load(bundled_file, map_location="cpu", weights_only=False)["nrknet"].get(
-        "release", {}
-    )
+    release = read_checkpoint(bundled_file)["nrknet"].get("release", {})
     recipe_diffs = recipe_differences(recipe, release.get("recipe"))
     worst = max(diffs.values(), default=0.0)
     return {

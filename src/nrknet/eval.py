@@ -36,7 +36,10 @@ def evaluate(cfg: DictConfig) -> float | None:
         )
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
     L.seed_everything(cfg.seed, workers=True)
-    net = load_model(resolve_checkpoint(cfg.ckpt_path))
+    trust_code = cfg.get("trust_code", False)
+    if not isinstance(trust_code, bool):
+        raise ValueError(f"trust_code must be true or false, got {trust_code!r}")
+    net = load_model(resolve_checkpoint(cfg.ckpt_path), trust_code=trust_code)
     module = NRKNetModule(
         net,
         lpips=cfg.metrics.lpips,

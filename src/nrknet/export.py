@@ -173,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output", help="ONNX file to write (.onnx)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset version")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="build components outside nrknet that the checkpoint names (imports their "
+        "modules, which runs their code); only for checkpoints you trust",
+    )
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     args = parser.parse_args(argv)
     try:
@@ -186,9 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     from nrknet.weights import resolve_checkpoint
 
     try:
-        if Path(args.output).exists() and not args.overwrite:
-            raise CheckpointError(f"output exists: {args.output} (pass --overwrite to replace it)")
-        model = load_model(resolve_checkpoint(args.checkpoint))
+        source = resolve_checkpoint(args.checkpoint)
+        output = Path(args.output)
+        if output.resolve() == source.resolve() or (output.exists() and output.samefile(source)):
+            raise CheckpointError(f"output {output} would overwrite the input {source}")
+        if output.exists() and not args.overwrite:
+            raise CheckpointError(f"output exists: {output} (pass --overwrite to replace it)")
+        model = load_model(source, trust_code=args.trust_code, option="--trust-code")
         export_onnx(model, args.output, opset=args.opset)
     except (CheckpointError, ExportError, OSError) as exc:
         if args.debug:

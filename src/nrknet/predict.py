@@ -113,9 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--ckpt",
         "-c",
         default=None,
-        type=Path,
-        help="checkpoint: a path, or a name from the weights registry "
-        f"(default: {DEFAULT_MODEL}, a bundled model trained on rendered data)",
+        help="a name from the weights registry (e.g. nrknet-synthetic), or else a path "
+        f"(./NAME for a file named like one); default: the bundled {DEFAULT_MODEL}, "
+        "trained on rendered data",
+    )
+    parser.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="build components outside nrknet that the checkpoint names (your own atom bank "
+        "or head): their modules are imported, which runs their code; only for checkpoints "
+        "you trust",
     )
     parser.add_argument(
         "--device",
@@ -248,6 +255,7 @@ def _load(args, say):
     from nrknet.checkpoint import CheckpointError
     from nrknet.inference import autocast_dtype_for, load_inference_model, resolve_device
     from nrknet.models.nrknet import has_blur_operator
+    from nrknet.weights import bundled_checkpoint
 
     try:
         device = resolve_device(args.device)
@@ -257,7 +265,11 @@ def _load(args, say):
         say(f"{PROG}: warning: --half is ignored on the CPU (float32 is used)")
     ckpt = DEFAULT_MODEL if args.ckpt is None else args.ckpt
     try:
-        model = load_inference_model(ckpt, device, accel=args.accel)
+        # the default is the bundled file itself, whatever the working directory holds
+        source = bundled_checkpoint(DEFAULT_MODEL) if args.ckpt is None else args.ckpt
+        model = load_inference_model(
+            source, device, accel=args.accel, trust_code=args.trust_code, option="--trust-code"
+        )
     except CheckpointError as exc:
         raise UsageError(str(exc)) from exc
     say(

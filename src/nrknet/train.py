@@ -35,7 +35,7 @@ def resolve_resume_path(cfg: DictConfig) -> str | None:
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     if cfg.ckpt_path == "last" or (cfg.ckpt_path is None and cfg.get("auto_resume")):
         if last.is_file():
-            return str(last)
+            return require_training_state(last, setting="ckpt_path")
         if cfg.ckpt_path == "last":
             raise FileNotFoundError(
                 f"ckpt_path=last but there is no {last}; start a new run or give a path"
@@ -201,14 +201,14 @@ def train(cfg: DictConfig) -> float | None:
             require_same_run(module.model, resume, resumed_settings(cfg, module.run_settings))
         apply_init_from(module.model, cfg.get("init_from"), cfg.get("init_strict", True), resume)
         remove_partial_checkpoints(out_dir / "checkpoints")
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     ckpt = trainer.checkpoint_callback
     best_path = getattr(ckpt, "best_model_path", "") or None
     if ckpt is not None and ckpt.best_model_score is not None:
         best_psnr = float(ckpt.best_model_score)
     results = {}
     if cfg.get("test", True):
-        trainer.test(module, datamodule=datamodule, ckpt_path=best_path)
+        trainer.test(module, datamodule=datamodule, ckpt_path=best_path, weights_only=True)
         results = module.test_results
     if trainer.is_global_zero:
         metrics = {

@@ -5,6 +5,8 @@
 * Every file a run will write is planned before any is: each result, its side
   files and the files written once per run. None may replace an input file
   and no two may be the same file; either stops the run before it starts.
+* Every file a run writes lies inside the output folder: a glob's ``..`` or a
+  link out of it stops the run before it starts.
 * Files inside the output folder that a glob matches are earlier outputs, not inputs.
 
 A folder keeps its sub-folders in the output; a glob keeps the path below
@@ -14,6 +16,7 @@ its fixed part; a file goes straight into the output folder.
 from __future__ import annotations
 
 import glob
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,9 +107,9 @@ def _entries_of_glob(pattern: str, out_dir: Path) -> list[tuple[Path, Path]]:
             continue
         if _inside(match.resolve(), out_resolved):
             continue  # an earlier output, not an input
-        try:
-            relative = match.relative_to(base)
-        except ValueError:
+        # the path below the fixed part, without '..' (which would lead out of the output folder)
+        relative = Path(os.path.relpath(os.path.normpath(match), os.path.normpath(base)))
+        if relative.parts[:1] == ("..",):
             relative = Path(match.name)
         entries.append((match, relative))
     return entries
@@ -174,6 +177,7 @@ def _plan_outputs(
 ) -> list[Job]:
     """Jobs for ``entries``; raises :class:`OutputClashError` if a file would be written twice or over an input."""
     inputs = {source.resolve() for source, _ in entries}
+    out_resolved = out_dir.resolve()
     writer_of = {(out_dir / name).resolve(): what for name, what in run_files.items()}
     jobs: list[Job] = []
     planned: set[tuple[Path, Path]] = set()
@@ -185,6 +189,8 @@ def _plan_outputs(
         job = Job(source, target, side_files=tuple(side_file(target, s) for s in side_suffixes))
         for path in job.outputs:
             key = path.resolve()
+            if not _inside(key, out_resolved) or key == out_resolved:
+                raise UnsafeOutputError(f"{path}, an output of {source}, lies outside {out_dir}")
             if key in inputs:
                 raise OutputClashError(
                     f"{path}, an output of {source}, would replace an input file"

@@ -37,17 +37,26 @@ def autocast_dtype_for(device: torch.device, half: bool) -> torch.dtype | None:
 
 
 def load_inference_model(
-    ckpt: str | os.PathLike, device: torch.device, accel: str | bool = "auto"
+    ckpt: str | os.PathLike,
+    device: torch.device,
+    accel: str | bool = "auto",
+    *,
+    trust_code: bool = False,
+    option: str = "trust_code=true",
 ) -> NRKNet:
     """Load ``ckpt`` onto ``device`` in eval mode, accelerated per ``accel`` (see :mod:`nrknet.accel`).
 
-    ``ckpt`` is a path or a name of the weights registry (:mod:`nrknet.weights`).
+    ``ckpt`` is a name of the weights registry (a ``str``) or a path
+    (:func:`nrknet.weights.resolve_checkpoint`); classes outside nrknet are
+    built only with ``trust_code`` (:func:`nrknet.checkpoint.load_model`).
 
     Raises :class:`CheckpointError` for any file this version cannot rebuild
     a model from, naming the file.
     """
     try:
-        model = load_model(resolve_checkpoint(ckpt), map_location="cpu")
+        model = load_model(
+            resolve_checkpoint(ckpt), map_location="cpu", trust_code=trust_code, option=option
+        )
     except CheckpointError:
         raise
     except Exception as exc:  # noqa: BLE001 - e.g. a model config this version cannot build

@@ -22,7 +22,7 @@ from nrknet.metrics.image_quality import (
 )
 from nrknet.metrics.lpips import (
     ALEXNET_FILENAME,
-    ALEXNET_SHA256_PREFIX,
+    ALEXNET_SHA256,
     ALEXNET_URL,
     DOWNLOAD_TIMEOUT_S,
     LPIPS_MODES,
@@ -35,7 +35,7 @@ from nrknet.metrics.lpips import (
 
 __all__ = [
     "ALEXNET_FILENAME",
-    "ALEXNET_SHA256_PREFIX",
+    "ALEXNET_SHA256",
     "ALEXNET_URL",
     "DOWNLOAD_TIMEOUT_S",
     "LPIPS_MODES",

@@ -10,6 +10,7 @@ cannot be had, LPIPS is reported as unavailable (``auto``) or is an error
 from __future__ import annotations
 
 import copy
+import glob
 import hashlib
 import urllib.request
 import warnings
@@ -20,12 +21,14 @@ import torch
 from torch import nn
 
 from nrknet.metrics.image_quality import PEAK, apply_score_crop, check_pair, quantize_8bit
-from nrknet.utils.atomic import atomic_open
+from nrknet.utils.atomic import atomic_open, remove_stale_temporaries
+from nrknet.utils.safe_load import read_checkpoint
 
 LPIPS_MODES = ("auto", "required", "off")
 ALEXNET_FILENAME = "alexnet-owt-7be5be79.pth"
 ALEXNET_URL = f"https://download.pytorch.org/models/{ALEXNET_FILENAME}"
-ALEXNET_SHA256_PREFIX = "7be5be79"
+#: torchvision publishes the first 8 digits in the file name; the file is pinned by all 64.
+ALEXNET_SHA256 = "7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02"
 DOWNLOAD_TIMEOUT_S = 30.0
 
 
@@ -59,15 +62,16 @@ def alexnet_weights_path() -> Path:
 
 
 def _fetch(url: str, dest: Path, timeout: float = DOWNLOAD_TIMEOUT_S) -> None:
-    """Download ``url`` to ``dest``, atomically; a download whose SHA-256 does not start with
-    torchvision's prefix raises and never lands at ``dest``."""
+    """Download ``url`` to ``dest``, atomically; a download whose SHA-256 is not
+    :data:`ALEXNET_SHA256` raises and never lands at ``dest``."""
     digest = hashlib.sha256()
+    remove_stale_temporaries(dest.parent, glob.escape(dest.name))  # of interrupted downloads
     with atomic_open(dest, "wb") as out:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
-        if not digest.hexdigest().startswith(ALEXNET_SHA256_PREFIX):
+        if digest.hexdigest() != ALEXNET_SHA256:
             raise OSError(f"checksum mismatch for {url}")
 
 
@@ -87,7 +91,7 @@ def _build_lpips(path: Path) -> nn.Module:
     """
     import lpips as lpips_pkg
 
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_checkpoint(path)
     if not isinstance(state, Mapping):
         raise MetricsError(f"{path} does not hold a state dict")
     with warnings.catch_warnings():

@@ -117,13 +117,13 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from nrknet.checkpoint import CheckpointError
     from nrknet.data.io import NRKNetDataError
+    from nrknet.errors import NRKNetError
     from nrknet.metrics import MetricsError
     from nrknet.module import NonFiniteLossError
 
     return (
-        CheckpointError,
+        NRKNetError,
         NRKNetDataError,
         MetricsError,
         NonFiniteLossError,

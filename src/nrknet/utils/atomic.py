@@ -4,14 +4,19 @@ A writer gets a temporary path next to the destination (same file system, so
 the final ``os.replace`` is atomic), writes there, and the temporary is renamed
 over the destination only when the writer finished without error. A crash, a
 kill or a full disk leaves the old content or nothing, never a truncated file
-that looks complete. Temporaries are hidden (``.NAME.<token>.tmp``), so
-:func:`remove_stale_temporaries` can clear what a killed process left.
+that looks complete. A replaced file keeps its permissions. Temporaries are
+hidden and name their writer (``.NAME.<pid>-<host>-<random>.tmp``), so
+:func:`remove_stale_temporaries` can clear what a killed process left, and
+only that: a temporary whose writer still runs, or ran on another machine
+sharing the folder, is left alone.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,9 +26,36 @@ from typing import IO
 TMP_SUFFIX = ".tmp"
 
 
+def _host_tag() -> str:
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
 def temporary_sibling(path: Path) -> Path:
-    """A fresh hidden name in ``path``'s folder: ``.NAME.<pid>-<random>.tmp``."""
-    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+    """A fresh hidden name in ``path``'s folder: ``.NAME.<pid>-<host>-<random>.tmp``."""
+    token = f"{os.getpid()}-{_host_tag()}-{uuid.uuid4().hex[:8]}"
+    return path.with_name(f".{path.name}.{token}{TMP_SUFFIX}")
+
+
+def writer_has_ended(temporary: Path) -> bool:
+    """Whether the process that wrote ``temporary`` has ended (or is this one), as far as can be told.
+
+    A temporary of another machine, or whose name records no writer, counts
+    as still being written: it is never removed from here.
+    """
+    token = temporary.name[: -len(TMP_SUFFIX)].rsplit(".", 1)[-1]
+    parts = token.split("-")
+    if len(parts) != 3 or not parts[0].isdigit() or parts[1] != _host_tag():
+        return False
+    pid = int(parts[0])
+    if pid == os.getpid():  # a leftover of an earlier process with this id
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # e.g. no permission to signal it: it exists
+        return False
+    return False
 
 
 def _fsync_file(path: Path) -> None:
@@ -50,6 +82,8 @@ def atomic_path(path: str | os.PathLike, fsync: bool = True) -> Iterator[Path]:
         else:
             if fsync and tmp.exists():
                 _fsync_file(tmp)
+            if path.is_file():
+                shutil.copymode(path, tmp)
             os.replace(tmp, path)
     except BaseException:
         _remove(tmp)
@@ -97,11 +131,15 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
 
 
 def remove_stale_temporaries(folder: str | os.PathLike, name: str = "*") -> list[Path]:
-    """Delete the temporaries that killed writers left for ``name`` (a glob) in ``folder``."""
+    """Delete the temporaries that ended writers left for ``name`` (a glob) in ``folder``.
+
+    A temporary whose writer still runs, or that another machine wrote, is kept
+    (:func:`writer_has_ended`).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    stale = sorted(folder.glob(f".{name}.*{TMP_SUFFIX}"))
+    stale = sorted(p for p in folder.glob(f".{name}.*{TMP_SUFFIX}") if writer_has_ended(p))
     for p in stale:
         _remove(p)
     return stale

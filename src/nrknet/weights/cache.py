@@ -1,14 +1,22 @@
-"""``resolve_checkpoint``: a path as is, or a registry name fetched and converted once into a cache."""
+"""``resolve_checkpoint``: a registry name fetched, checked and converted into a cache, or a path.
+
+A name of the registry (a plain word such as ``nrknet-synthetic``) always
+means that entry, whatever files the working directory holds; anything else
+is a path, so a file named like an entry is given as ``./nrknet-synthetic``.
+Every file taken from the registry is checked against its sha256 each time it
+is used, not only when it was downloaded.
+"""
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from pathlib import Path
 
 import torch
 
-from nrknet.checkpoint import CheckpointError
+from nrknet.errors import CheckpointError
 from nrknet.weights.download import DownloadError, download, sha256_of
 from nrknet.weights.registry import Registry, WeightsEntry, default_registry
 
@@ -28,8 +36,17 @@ def download_path(entry: WeightsEntry, home: Path | None = None) -> Path:
 
 
 def converted_path(entry: WeightsEntry, home: Path | None = None) -> Path:
-    """Where the RGB nrknet checkpoint converted from a reference file is kept."""
+    """Where the RGB nrknet checkpoint converted from a reference file is written."""
     return (home or cache_home()) / "weights" / entry.name / f"{entry.name}.ckpt"
+
+
+def bundled_checkpoint(name: str, registry: Registry | None = None) -> Path:
+    """The file of the bundled weights ``name``, checked against its sha256."""
+    registry = registry if registry is not None else default_registry()
+    entry = registry.get(name)
+    if entry is None or entry.kind != "bundled":
+        raise CheckpointError(f"no bundled weights named {name!r}")
+    return _verified(entry, entry.bundled_path, "reinstall the package")
 
 
 def resolve_checkpoint(
@@ -38,35 +55,27 @@ def resolve_checkpoint(
     home: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> Path:
-    """A local nrknet checkpoint for ``name_or_path``.
+    """A local nrknet checkpoint for ``name_or_path``: a registry name (a ``str``), else a path.
 
-    An existing path is returned as is. A registry name is downloaded into the
-    cache (``$NRKNET_HOME``, default ``~/.cache/nrknet``) on first use, its
-    sha256 checked where known, converted once when it is the authors' format,
-    and reused afterwards without any network access.
+    A name is downloaded into the cache (``$NRKNET_HOME``, default
+    ``~/.cache/nrknet``) on first use and reused afterwards without any network
+    access; its sha256 is checked at every use where the registry knows it, and
+    a file in the authors' format is converted (again at every use, from the
+    checked file). Anything that is not a name is a path and must exist.
     """
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        return path
     registry = registry if registry is not None else default_registry()
-    entry = registry.get(str(name_or_path))
+    entry = registry.get(name_or_path) if isinstance(name_or_path, str) else None
     if entry is None:
+        path = Path(name_or_path).expanduser()
+        if path.exists():
+            return path
         names = ", ".join(registry) or "none"
         raise CheckpointError(
             f"checkpoint not found: {name_or_path} is neither a file nor a known name (known: {names})"
         )
     home = Path(home).expanduser() if home is not None else cache_home()
     if entry.kind == "bundled":
-        source = entry.bundled_path
-        if not source.is_file():
-            raise CheckpointError(
-                f"weights '{entry.name}': the bundled file {source} is missing from the installation"
-            )
-        if entry.sha256 is not None and (actual := sha256_of(source)) != entry.sha256.lower():
-            raise CheckpointError(
-                f"weights '{entry.name}': the bundled file {source} has sha256 {actual}, "
-                f"not the expected {entry.sha256.lower()}; reinstall the package"
-            )
+        source = bundled_checkpoint(entry.name, registry)
     else:
         source = _fetch(entry, home, progress)
     if entry.format == "nrknet":
@@ -74,10 +83,30 @@ def resolve_checkpoint(
     return _converted(entry, source, home)
 
 
+def _verified(entry: WeightsEntry, path: Path, remedy: str) -> Path:
+    """``path``, once it exists and has the sha256 the registry gives for ``entry`` (if any)."""
+    bundled = entry.kind == "bundled"
+    if not path.is_file():
+        where = "is missing from the installation" if bundled else "is missing"
+        raise CheckpointError(f"weights '{entry.name}': the file {path} {where}; {remedy}")
+    if entry.sha256 is not None and (actual := sha256_of(path)) != entry.sha256.lower():
+        expected = entry.sha256.lower()
+        if bundled:
+            raise CheckpointError(
+                f"weights '{entry.name}': the bundled file {path} has sha256 {actual}, "
+                f"not the expected {expected}; {remedy}"
+            )
+        raise CheckpointError(
+            f"{path}: sha256 {actual} is not the expected {expected} of weights "
+            f"'{entry.name}'; {remedy}"
+        )
+    return path
+
+
 def _fetch(entry: WeightsEntry, home: Path, progress: bool) -> Path:
     target = download_path(entry, home)
-    if target.is_file() or converted_path(entry, home).is_file():
-        return target
+    if target.is_file():
+        return _verified(entry, target, "delete it, and it is downloaded again")
     if entry.url is None:
         raise CheckpointError(
             f"weights '{entry.name}' have no known download link: get {entry.filename} from "
@@ -92,24 +121,25 @@ def _fetch(entry: WeightsEntry, home: Path, progress: bool) -> Path:
 
 
 def _converted(entry: WeightsEntry, source: Path, home: Path) -> Path:
-    """The cached RGB checkpoint of a reference file, converted on first use."""
-    from nrknet.checkpoint import read_checkpoint, save_model
+    """The RGB checkpoint of a reference file, converted from the checked file at every use.
+
+    The conversion is deterministic; the cached file is rewritten only when its
+    bytes differ (the first time, or after it was changed), so a converted file
+    is never trusted for being there.
+    """
+    from nrknet.checkpoint import model_checkpoint, read_checkpoint
     from nrknet.convert import REFERENCE_TO_OURS, from_official
+    from nrknet.utils.atomic import atomic_write_bytes
 
     target = converted_path(entry, home)
-    if target.is_file():
-        return target
-    if entry.sha256 is not None and (actual := sha256_of(source)) != entry.sha256.lower():
-        raise CheckpointError(
-            f"{source}: sha256 {actual} is not the expected {entry.sha256.lower()} of weights "
-            f"'{entry.name}'; delete it and try again"
-        )
-    state = read_checkpoint(source)
-    model = from_official(state)
+    model = from_official(read_checkpoint(source))
     ours = model.state_dict()
     check_shapes(entry, {ref: ours[key] for ref, key in REFERENCE_TO_OURS.items()}, source)
-    save_model(model, target, source=entry.name, converted_from="reference")
-    log.info("converted %s to %s", source, target)
+    buffer = io.BytesIO()
+    torch.save(model_checkpoint(model, source=entry.name, converted_from="reference"), buffer)
+    if not target.is_file() or target.read_bytes() != buffer.getvalue():
+        atomic_write_bytes(target, buffer.getvalue())
+        log.info("converted %s to %s", source, target)
     return target
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import urllib.error
@@ -17,7 +18,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from nrknet.utils.atomic import atomic_path
+from nrknet.utils.atomic import atomic_path, remove_stale_temporaries
 
 CHUNK_BYTES = 1 << 20
 
@@ -49,9 +50,13 @@ def download(
 
     The bytes go to a temporary file beside ``dest`` that is renamed only once
     the download is complete and its checksum matches: a failure of any kind
-    leaves ``dest`` as it was.
+    leaves ``dest`` as it was. Temporaries that interrupted downloads of
+    ``dest`` left behind are removed first, once the process that wrote them
+    has ended.
     """
     dest = Path(dest)
+    if dest.parent.is_dir():  # what interrupted downloads of it left, once their writer has ended
+        remove_stale_temporaries(dest.parent, glob.escape(dest.name))
     digest = hashlib.sha256()
     try:
         with (

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,18 +129,12 @@ def apply_init_from(
 
 
 def require_training_state(path: str | os.PathLike, setting: str = "ckpt_path") -> str:
-    """``path`` if it can resume a run; a one-line error if it holds weights only or is no checkpoint."""
-    path = Path(path)
-    if path.is_file() and zipfile.is_zipfile(path):
-        try:
-            ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-        except Exception:  # noqa: BLE001 - a checkpoint with objects beyond tensors: Lightning reads it
-            return str(path)
-    else:  # a folder, an empty, truncated or foreign file: say so in one line
-        try:
-            ckpt = read_checkpoint(path)
-        except CheckpointError as exc:
-            raise CheckpointError(f"{setting}: {exc}") from exc
+    """``path`` if it can resume a run; a one-line error if it holds weights only, is no
+    checkpoint, or holds objects beyond tensors and plain data (never unpickled)."""
+    try:
+        ckpt = read_checkpoint(path, mmap=True)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{setting}: {exc}") from exc
     if not (isinstance(ckpt, dict) and "state_dict" in ckpt and "optimizer_states" in ckpt):
         raise CheckpointError(
             f"{setting}={path} holds weights only, no training state to resume; "
@@ -163,10 +156,7 @@ def require_same_run(
     ``settings`` (resolved config groups, e.g. ``{"loss": {...}}``) must equal
     those the checkpoint recorded, where it recorded them.
     """
-    try:
-        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except Exception:  # noqa: BLE001 - files this cannot read are reported by Lightning
-        return
+    ckpt = read_checkpoint(path, mmap=True)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         return
     recorded = ckpt.get("nrknet") or {}

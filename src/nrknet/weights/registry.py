@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,9 +11,12 @@ from typing import Any
 
 import yaml
 
-from nrknet.checkpoint import CheckpointError
+from nrknet.errors import CheckpointError
 
 REGISTRY_FILE = Path(__file__).with_name("registry.yaml")
+#: What a weights name is made of: letters, digits, ``.``, ``_`` and ``-``, starting with a
+#: letter or digit, so that it is never a path and stays one folder inside the cache.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 KINDS = ("download", "bundled")
 FORMATS = ("reference", "nrknet")
 
@@ -76,8 +80,13 @@ class Registry:
         )
 
 
-def _parse_entry(path: Path, name: str, spec: Any, files_dir: Path) -> WeightsEntry:
+def _parse_entry(path: Path, name: Any, spec: Any, files_dir: Path) -> WeightsEntry:
     where = f"{path}: entry '{name}'"
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise CheckpointError(
+            f"{where}: a name is a plain word of letters, digits, '.', '_' and '-' "
+            "(starting with a letter or digit)"
+        )
     if not isinstance(spec, dict):
         raise CheckpointError(f"{where}: expected a mapping of fields, got {type(spec).__name__}")
     known = set(WeightsEntry.__dataclass_fields__) - {"name", "files_dir"}
@@ -87,8 +96,10 @@ def _parse_entry(path: Path, name: str, spec: Any, files_dir: Path) -> WeightsEn
         raise CheckpointError(f"{where}: kind must be one of {', '.join(KINDS)}")
     if spec.get("format") not in FORMATS:
         raise CheckpointError(f"{where}: format must be one of {', '.join(FORMATS)}")
-    if not spec.get("filename") or Path(spec["filename"]).name != spec["filename"]:
-        raise CheckpointError(f"{where}: filename must be a plain file name")
+    if not isinstance(spec.get("filename"), str) or not NAME_PATTERN.fullmatch(spec["filename"]):
+        raise CheckpointError(
+            f"{where}: filename must be a plain file name (letters, digits, '.', '_', '-')"
+        )
     sha = spec.get("sha256")
     if sha is not None and (len(str(sha)) != 64 or not _is_hex(str(sha))):
         raise CheckpointError(f"{where}: sha256 must be 64 hex digits or null")

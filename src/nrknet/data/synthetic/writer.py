@@ -24,11 +24,12 @@ import numpy as np
 from nrknet.data.io import NRKNetDataError
 from nrknet.data.synthetic.render import DEPTH_PNG_SCALE, SynthSettings, render_pair
 from nrknet.data.synthetic.scenes import PHOTO_SPLITS, TEXTURE_SPLITS
-from nrknet.utils.atomic import TMP_SUFFIX, atomic_path, remove_stale_temporaries
+from nrknet.utils.atomic import atomic_path, remove_stale_temporaries
 
 GENERATOR_NAME = "nrknet-synth"
 META_FILE = "meta.json"
 SPLIT_DIRS = {"train": "train_c", "val": "val_c", "test": "test_c"}
+SUBFOLDERS = ("source", "target", "depth")
 
 
 def _file_name(index: int) -> str:
@@ -70,42 +71,22 @@ def is_complete_dataset(out_dir: str | os.PathLike, settings: SynthSettings) -> 
     if not meta or meta.get("generator") != GENERATOR_NAME or meta.get("settings") != s.as_meta():
         return False
     for split, n in s.counts().items():
-        for sub in ("source", "target", "depth"):
+        for sub in SUBFOLDERS:
             folder = out / SPLIT_DIRS[split] / sub
             if not folder.is_dir() or len(list(folder.glob("*.png"))) != n:
                 return False
     return True
 
 
-def _remove_abandoned_temporaries(out: Path) -> None:
-    """Remove the temporary folders that killed generations of ``out`` left beside it.
-
-    Nothing is removed while another process still generates the same set
-    (say, another node sharing the file system): its folder would vanish
-    under it. Its leftovers, if any, go on a later run.
-    """
-    name = glob.escape(out.name)
-    temporaries = out.parent.glob(f".{name}.*{TMP_SUFFIX}")
-    if not any(_writer_is_running(tmp) for tmp in temporaries):
-        remove_stale_temporaries(out.parent, name)
-
-
-def _writer_is_running(temporary: Path) -> bool:
-    """Whether another process named in ``temporary`` (``.NAME.<pid>-<random>.tmp``) runs."""
-    token = temporary.name[: -len(TMP_SUFFIX)].rsplit(".", 1)[-1]
-    try:
-        pid = int(token.split("-", 1)[0])
-    except ValueError:
-        return False
-    if pid == os.getpid():  # this process writes one set at a time: a leftover
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. no permission to signal it: it exists
-        return True
-    return True
+def _files_not_written_by_the_generator(out: Path, meta: dict[str, Any]) -> list[Path]:
+    """The files in ``out`` that the generation recorded in ``meta`` did not write."""
+    if not meta:
+        return []
+    written = {out / META_FILE}
+    for split_dir, records in (meta.get("images") or {}).items():
+        for index in range(len(records)):
+            written.update(out / split_dir / sub / _file_name(index) for sub in SUBFOLDERS)
+    return sorted(p for p in out.rglob("*") if p not in written and not p.is_dir())
 
 
 @contextlib.contextmanager
@@ -188,18 +169,26 @@ def generate_dataset(
     if out.exists():
         if not out.is_dir():
             raise NRKNetDataError(f"cannot generate into {out}: it exists and is not a folder")
-        ours = (read_meta(out) or {}).get("generator") == GENERATOR_NAME
-        if not ours and any(out.iterdir()):
+        meta = read_meta(out) or {}
+        if meta.get("generator") != GENERATOR_NAME and any(out.iterdir()):
             raise NRKNetDataError(
                 f"cannot generate into {out}: the folder is not empty and is not a synthetic set "
                 f"made by {GENERATOR_NAME} (no {META_FILE}); choose a new or empty folder"
             )
+        if foreign := _files_not_written_by_the_generator(out, meta):
+            shown = ", ".join(str(p.relative_to(out)) for p in foreign[:3])
+            more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+            raise NRKNetDataError(
+                f"cannot regenerate {out} with other settings: it holds files that "
+                f"{GENERATOR_NAME} did not write ({shown}{more}), which replacing the set would "
+                "delete; move them away or choose another folder"
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned_temporaries(out)
+    remove_stale_temporaries(out.parent, glob.escape(out.name))  # of generations that were killed
     start = time.perf_counter()
     with atomic_path(out) as tmp:
         for split in SPLIT_DIRS:
-            for sub in ("source", "target", "depth"):
+            for sub in SUBFOLDERS:
                 (tmp / SPLIT_DIRS[split] / sub).mkdir(parents=True)
         jobs = [
             (settings, split, i, str(tmp))

@@ -1,0 +1,79 @@
+"""What a checkpoint may ask to build: the classes a recorded ``_target_`` may name.
+
+A checkpoint records its network's configuration, with ``_target_`` import
+paths for the network and for components of one's own (an atom bank, a
+coefficient head; ``docs/extending.md``). Rebuilding the network imports and
+calls those targets, so a checkpoint from elsewhere could name any function of
+any module. Before anything is imported, every ``_target_`` of the recorded
+configuration, nested or not, must pass :func:`trusted_class`:
+
+* it is a dotted import path;
+* its module is part of nrknet, or the user trusts code (``trust_code=true``,
+  ``--trust-code``): then any importable module may be imported;
+* what it names is a subclass of :class:`torch.nn.Module`, never a function
+  or another callable, even with trust.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from torch import nn
+
+from nrknet.errors import CheckpointError, UntrustedCodeError
+
+__all__ = ["TRUSTED_PACKAGE", "recorded_targets", "trusted_class"]
+
+#: The package whose modules a checkpoint may always name.
+TRUSTED_PACKAGE = "nrknet"
+_IMPORT_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
+def recorded_targets(config: Any, where: str = "model") -> Iterator[tuple[str, Any]]:
+    """``(setting, _target_)`` for every ``_target_`` in a recorded configuration, at any depth."""
+    if isinstance(config, dict):
+        for key, value in config.items():
+            if key == "_target_":
+                yield where, value
+            else:
+                yield from recorded_targets(value, f"{where}.{key}")
+    elif isinstance(config, list | tuple):
+        for index, value in enumerate(config):
+            yield from recorded_targets(value, f"{where}[{index}]")
+
+
+def is_trusted_module(module: str) -> bool:
+    return module == TRUSTED_PACKAGE or module.startswith(TRUSTED_PACKAGE + ".")
+
+
+def trusted_class(
+    target: Any, *, trust_code: bool, setting: str, option: str = "trust_code=true"
+) -> type[nn.Module]:
+    """The :class:`torch.nn.Module` subclass that ``target`` names, imported only when trusted.
+
+    Raises :class:`~nrknet.errors.UntrustedCodeError` for a module outside
+    nrknet without ``trust_code`` (naming ``option``, the setting that trusts
+    it) and for anything but an ``nn.Module`` subclass;
+    :class:`~nrknet.errors.CheckpointError` when it cannot be imported.
+    """
+    if not isinstance(target, str) or not _IMPORT_PATH.fullmatch(target):
+        raise UntrustedCodeError(f"{setting}: _target_ {target!r} is not an import path")
+    module_name, _, name = target.rpartition(".")
+    if not (trust_code or is_trusted_module(module_name)):
+        raise UntrustedCodeError(
+            f"{setting}: the checkpoint asks to import {target}, code outside nrknet; "
+            f"load it only if you trust its source, with {option}"
+        )
+    try:
+        found = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as exc:
+        raise CheckpointError(f"{setting}: cannot import {target!r}: {exc}") from exc
+    if not (isinstance(found, type) and issubclass(found, nn.Module)):
+        raise UntrustedCodeError(
+            f"{setting}: _target_ {target} is not a torch.nn.Module subclass; a checkpoint "
+            "may only build networks and their components"
+        )
+    return found
