@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -152,3 +153,35 @@ def test_sigkill_mid_write_leaves_the_old_file(tmp_path: Path) -> None:
     assert target.read_bytes() == b"old content"
     assert remove_stale_temporaries(tmp_path, "model.ckpt") == temporaries
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.ckpt", "writing"]
+
+
+def test_a_replaced_file_keeps_its_permissions(tmp_path: Path) -> None:
+    private = tmp_path / "token.txt"
+    private.write_text("old")
+    private.chmod(0o600)
+    atomic_write_text(private, "new")
+    assert private.read_text() == "new"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    shared = tmp_path / "shared.txt"
+    shared.write_text("old")
+    shared.chmod(0o664)
+    atomic_write_bytes(shared, b"new")
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o664
+
+
+def test_a_temporary_whose_writer_still_runs_is_kept(tmp_path: Path) -> None:
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        tmp = temporary_sibling(tmp_path / "last.ckpt")
+        tmp = tmp.with_name(tmp.name.replace(f".{os.getpid()}-", f".{writer.pid}-", 1))
+        tmp.write_text("being written")
+        assert remove_stale_temporaries(tmp_path, "*.ckpt") == []
+        assert tmp.exists()
+    finally:
+        writer.kill()
+        writer.wait()
+    assert remove_stale_temporaries(tmp_path, "*.ckpt") == [tmp]
+    # a temporary another machine writes into a shared folder is never removed from here
+    other = tmp_path / ".last.ckpt.12345-0badc0de-0123abcd.tmp"
+    other.write_text("written elsewhere")
+    assert remove_stale_temporaries(tmp_path, "*.ckpt") == []

@@ -152,3 +152,13 @@ def test_existing_output_and_unknown_checkpoint_are_one_line_errors(exported, ca
     assert export_main([str(folder / "absent.ckpt"), str(folder / "x.onnx")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not found" in err
+
+
+def test_export_refuses_to_write_over_its_input(exported, capsys):
+    _, folder = exported
+    ckpt = folder / "w8.ckpt"
+    before = ckpt.read_bytes()
+    assert export_main([str(ckpt), str(ckpt), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "would overwrite the input" in err
+    assert ckpt.read_bytes() == before

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import re
 import urllib.error
 import warnings
 
@@ -428,3 +429,18 @@ def test_summarize_rows_skips_missing_scores() -> None:
 def test_psnr16_setting_must_be_a_boolean() -> None:
     with pytest.raises(ValueError, match="metrics.psnr16 must be true or false, got 'yes'"):
         NRKNetModule(NRKNet(width=4), psnr16="yes")
+
+
+def test_the_alexnet_weights_are_pinned_by_their_whole_sha256(monkeypatch, tmp_path) -> None:
+    assert re.fullmatch(r"[0-9a-f]{64}", lpips_metric.ALEXNET_SHA256)
+    assert lpips_metric.ALEXNET_SHA256[:8] in ALEXNET_FILENAME  # torchvision's name carries 8
+    good = b"alexnet weights" * 1000
+    # a file whose digest shares the first 8 digits but not the rest is refused
+    monkeypatch.setattr(
+        lpips_metric, "ALEXNET_SHA256", hashlib.sha256(good).hexdigest()[:8] + "0" * 56
+    )
+    _serve(monkeypatch, good)
+    dest = tmp_path / ALEXNET_FILENAME
+    with pytest.raises(OSError, match="checksum mismatch"):
+        lpips_metric._fetch("https://example.invalid/alexnet.pth", dest)
+    assert not dest.exists()

@@ -237,7 +237,9 @@ def test_subclasses_and_yaml_keywords_are_recorded_so_that_checkpoints_rebuild_t
     model = ClampedNRKNet(width=4, num_levels=4)
     assert model.config["_target_"] == f"{__name__}.ClampedNRKNet"
     save_model(model, tmp_path / "m.ckpt")
-    assert type(load_model(tmp_path / "m.ckpt")) is ClampedNRKNet
+    with pytest.raises(CheckpointError, match="ClampedNRKNet, code outside nrknet.*trust_code"):
+        load_model(tmp_path / "m.ckpt")  # a class of one's own is built only when trusted
+    assert type(load_model(tmp_path / "m.ckpt", trust_code=True)) is ClampedNRKNet
     # keywords that Hydra hands over as OmegaConf lists and dicts are stored as Python ones
     config = factory_config(
         "atoms", functools.partial(RecursiveAtoms, extra=OmegaConf.create({"radii": [1, 2]}))
@@ -309,5 +311,7 @@ def test_components_that_cannot_be_recorded_or_built_are_refused(tmp_path):
     data = torch.load(ckpt, weights_only=False)
     data["nrknet"]["model_config"]["atoms"] = {"_target_": "nowhere.Atoms", "_partial_": True}
     torch.save(data, ckpt)
-    with pytest.raises(CheckpointError, match="cannot rebuild the model.*nowhere.Atoms"):
+    with pytest.raises(CheckpointError, match="import nowhere.Atoms, code outside nrknet"):
         load_model(ckpt)
+    with pytest.raises(CheckpointError, match="cannot import 'nowhere.Atoms'"):
+        load_model(ckpt, trust_code=True)

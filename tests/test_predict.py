@@ -545,3 +545,15 @@ def test_ckpt_name_resolves_through_the_weights_registry(tmp_path, ckpt, monkeyp
     assert _digest(by_name) == _digest(by_path)
     assert main([str(photo), "--out", str(tmp_path / "x"), "--ckpt", "unknown-name"]) == 2
     assert "known: tiny" in capsys.readouterr().err
+
+
+def test_a_glob_with_dot_dot_writes_inside_out(tmp_path, ckpt, monkeypatch, capsys):
+    """``g/*/../../v/x.png`` matches ``v/x.png``; its result goes to ``OUT/x.png``, not beside OUT."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "g" / "a").mkdir(parents=True)
+    (tmp_path / "v").mkdir()
+    _write(tmp_path / "v" / "x.png", _scene(24, 24))
+    out = tmp_path / "o" / "p"
+    assert main(["g/*/../../v/x.png", "--out", str(out), "--ckpt", str(ckpt), "-q"]) == 0
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.png"))
+    assert written == [Path("o/p/x.png"), Path("v/x.png")]

@@ -223,3 +223,85 @@ def test_bad_registry_entries_are_named(tmp_path, entry, complaint):
         CheckpointError, match=f"{re.escape(str(path))}: entry 'bad': .*{complaint}"
     ):
         Registry.from_yaml(path)
+
+
+def test_a_name_is_never_a_file_and_a_path_never_a_name(tmp_path, monkeypatch):
+    """A registry name means its entry whatever the working directory holds; ./NAME is the file."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("unet-synthetic", "nrknet-synthetic"):
+        (tmp_path / name).write_bytes(b"a file that happens to have the name")
+        bundled = default_registry().get(name).bundled_path
+        assert resolve_checkpoint(name) == bundled
+        assert resolve_checkpoint(f"./{name}") == Path(f"./{name}")
+        assert resolve_checkpoint(tmp_path / name) == tmp_path / name
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", ".hidden", "-x", "a b", ""])
+def test_registry_names_are_plain_words(tmp_path, name):
+    path = tmp_path / "registry.yaml"
+    entry = {"kind": "download", "format": "nrknet", "filename": "a.ckpt"}
+    path.write_text(yaml.safe_dump({"entries": {name: entry}}))
+    with pytest.raises(CheckpointError, match="a name is a plain word"):
+        Registry.from_yaml(path)
+    path.write_text(yaml.safe_dump({"entries": {"ok": {**entry, "filename": ".."}}}))
+    with pytest.raises(CheckpointError, match="plain file name"):
+        Registry.from_yaml(path)
+
+
+def test_a_cached_download_is_checked_at_every_use(tmp_path, served):
+    url, pth, _ = served
+    registry = registry_with(tmp_path, url=f"{url}/NRKNet_w8.pth", sha256=sha256(pth))
+    home = tmp_path / "home"
+    resolve_checkpoint(NAME, registry=registry, home=home)
+    cached = download_path(registry.get(NAME), home)
+    torch.save({"replaced": torch.zeros(1)}, cached)
+    with pytest.raises(
+        CheckpointError, match=f"{re.escape(str(cached))}: sha256 .* is not the expected"
+    ):
+        resolve_checkpoint(NAME, registry=registry, home=home)
+
+
+def test_a_changed_converted_file_is_converted_again(tmp_path, served):
+    url, pth, _ = served
+    registry = registry_with(tmp_path, url=f"{url}/NRKNet_w8.pth", sha256=sha256(pth))
+    home = tmp_path / "home"
+    path = resolve_checkpoint(NAME, registry=registry, home=home)
+    converted = path.read_bytes()
+    save_model(NRKNet(width=8), path)  # another model put in its place
+    assert path.read_bytes() != converted
+    assert resolve_checkpoint(NAME, registry=registry, home=home) == path
+    assert path.read_bytes() == converted
+
+
+def test_temporaries_of_interrupted_downloads_go_once_their_writer_ended(tmp_path, served):
+    import os
+    import subprocess
+    import sys
+
+    from nrknet.utils.atomic import temporary_sibling
+
+    url, pth, _ = served
+    registry = registry_with(tmp_path, url=f"{url}/NRKNet_w8.pth", sha256=sha256(pth))
+    home = tmp_path / "home"
+    target = download_path(registry.get(NAME), home)
+    target.parent.mkdir(parents=True)
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+
+        def temporary_of(pid: int) -> Path:
+            tmp = temporary_sibling(target)
+            tmp = tmp.with_name(tmp.name.replace(f".{os.getpid()}-", f".{pid}-", 1))
+            tmp.write_bytes(b"part of a download")
+            return tmp
+
+        dead = temporary_of(int(ended.stdout))
+        alive = temporary_of(running.pid)
+        resolve_checkpoint(NAME, registry=registry, home=home)
+        assert not dead.exists()
+        assert alive.exists()  # its writer may still finish
+    finally:
+        running.kill()
+        running.wait()

@@ -514,3 +514,21 @@ def test_noise_per_pair_draws_each_pairs_levels_from_clean_to_the_maximum():
     assert "noise_per_pair" not in plain.as_meta()
     assert "noise" not in syn.render_pair(plain, "train", 0).info
     assert settings.resolved().as_meta()["noise_per_pair"] is True
+
+
+def test_regenerating_refuses_to_delete_files_it_did_not_write(tmp_path: Path) -> None:
+    out = generate_dataset(tmp_path / "set", seed=1, **SMALL)
+    (out / "notes.txt").write_text("mine")
+    (out / "train_c" / "source" / "extra.txt").write_bytes(b"also mine")
+    with pytest.raises(
+        NRKNetDataError, match=r"did not write \(notes\.txt, train_c/source/extra\.txt\)"
+    ):
+        generate_dataset(out, seed=2, **SMALL)
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "train_c" / "source" / "extra.txt").is_file()
+    # with the same settings the set is reused as it is; once the files are gone it is replaced
+    assert generate_dataset(out, seed=1, **SMALL) == out
+    (out / "notes.txt").unlink()
+    (out / "train_c" / "source" / "extra.txt").unlink()
+    generate_dataset(out, seed=2, **SMALL)
+    assert json.loads((out / "meta.json").read_text())["settings"]["seed"] == 2

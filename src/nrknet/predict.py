@@ -7,7 +7,11 @@ Usage::
 Without ``--ckpt`` a model shipped with the package is used
 (``unet-synthetic``, trained on rendered data only; see
 ``docs/pretrained.md`` for why it, and not the bundled NRKNet
-``nrknet-synthetic``, is the default); a log line names the model used.
+``nrknet-synthetic``, is the default): the bundled file itself, whatever the
+working directory holds; a log line names the model used. ``--ckpt`` takes a
+registry name or else a path (``./NAME`` for a file named like an entry). The
+checkpoint is read as data; classes outside nrknet that it names are built
+only with ``--trust-code`` (``docs/security.md``).
 
 ``INPUT`` is an image file, a folder (searched recursively for .png, .jpg,
 .jpeg, .tif, .tiff and .bmp files) or a glob pattern (quote it; ``**`` is

@@ -43,8 +43,10 @@ def writer_has_ended(temporary: Path) -> bool:
     as still being written: it is never removed from here.
     """
     token = temporary.name[: -len(TMP_SUFFIX)].rsplit(".", 1)[-1]
-    parts = token.split("-")
-    if len(parts) != 3 or not parts[0].isdigit() or parts[1] != _host_tag():
+    parts = token.split("-")  # <pid>-<host>-<random>, or <pid>-<random> as older versions wrote
+    if len(parts) not in (2, 3) or not parts[0].isdigit():
+        return False
+    if len(parts) == 3 and parts[1] != _host_tag():
         return False
     pid = int(parts[0])
     if pid == os.getpid():  # a leftover of an earlier process with this id
