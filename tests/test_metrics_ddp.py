@@ -120,7 +120,17 @@ def run_ddp_on_cpu(tmp_path: Path, data_dir: Path, *extra: str) -> subprocess.Co
 
 
 @pytest.mark.slow
-def test_ddp_training_on_cpu_scores_every_test_image_once(tmp_path, synthetic_data_dir):
+def test_ddp_training_on_cpu_scores_every_test_image_once(
+    tmp_path, synthetic_data_dir, compose_train
+):
+    """The two processes' test scores are those of one process scoring the same checkpoint.
+
+    Mutations this catches: a shard dropped or counted twice in the gather, scores of one
+    process only, a mean taken over the processes' means.
+    """
+    from nrknet.eval import evaluate
+    from test_train import eval_overrides
+
     proc = run_ddp_on_cpu(tmp_path, synthetic_data_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = tmp_path / "run"
@@ -128,6 +138,14 @@ def test_ddp_training_on_cpu_scores_every_test_image_once(tmp_path, synthetic_da
     assert metrics["test"]["synthetic"]["count"] == 3
     rows = (run_dir / "per_image.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 3
+
+    single = tmp_path / "single"
+    overrides = eval_overrides(synthetic_data_dir, single, Path(metrics["best_checkpoint"]), "test")
+    evaluate(compose_train([*overrides, "data.num_test=3"], config_name="eval"))
+    assert sorted((single / "per_image.csv").read_text().strip().splitlines()) == sorted(rows)
+    alone = json.loads((single / "summary.json").read_text())["datasets"]["synthetic"]
+    for key in ("psnr", "ssim", "count"):
+        assert alone[key] == metrics["test"]["synthetic"][key], key
 
 
 POISON = "+callbacks.poison._target_=poison.PoisonBatch"

@@ -557,3 +557,52 @@ def test_a_glob_with_dot_dot_writes_inside_out(tmp_path, ckpt, monkeypatch, caps
     assert main(["g/*/../../v/x.png", "--out", str(out), "--ckpt", str(ckpt), "-q"]) == 0
     written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.png"))
     assert written == [Path("o/p/x.png"), Path("v/x.png")]
+
+
+def test_tile_on_the_command_line_cuts_several_windows_that_match_the_whole_image(
+    tmp_path, ckpt, monkeypatch
+):
+    """An image several tiles large: ``--tile 32 --overlap 48`` runs many windows, and their
+    16-bit result equals the whole image's to 1e-4 of the range (the documented tolerance).
+
+    Mutation this catches: nrknet-predict ignoring --tile (the image runs as one window).
+    """
+    import nrknet.tiling as tiling
+
+    plans = []
+    real_plan = tiling.plan_tiles
+
+    def recording_plan(*args, **kwargs):
+        plans.append(real_plan(*args, **kwargs))
+        return plans[-1]
+
+    monkeypatch.setattr(tiling, "plan_tiles", recording_plan)
+    photos = tmp_path / "photos"
+    _write(photos / "big.png", (_scene(144, 176, seed=4) * 65535 + 0.5).astype(np.uint16))
+    assert main([str(photos), "-o", str(tmp_path / "whole"), "-c", str(ckpt), "-q"]) == 0
+    assert [len(p.tiles) for p in plans] == [1]
+    args = ["--tile", "32", "--overlap", "48"]
+    assert main([str(photos), "-o", str(tmp_path / "tiled"), "-c", str(ckpt), "-q", *args]) == 0
+    assert len(plans[1].tiles) == 5 * 6  # 32-px cores over 144 x 176
+    whole = cv2.imread(str(tmp_path / "whole" / "big.png"), cv2.IMREAD_UNCHANGED).astype(np.int64)
+    tiled = cv2.imread(str(tmp_path / "tiled" / "big.png"), cv2.IMREAD_UNCHANGED).astype(np.int64)
+    assert np.abs(whole - tiled).max() <= 7  # 1e-4 of 65535
+
+
+def test_the_four_scale_model_tiles_with_its_own_default_overlap():
+    """A four-scale NRKNet has a coarser pyramid and gets a wider default margin than the
+    three-scale one; with it, several windows of a strip equal the whole-image result.
+
+    Mutation this catches: a default overlap that ignores the number of scales.
+    """
+    from nrknet.tiling import default_overlap, predict_tiled
+
+    torch.manual_seed(0)
+    three, four = NRKNet(width=8).eval(), NRKNet(width=8, num_scales=4).eval()
+    assert default_overlap(three) == 128
+    assert default_overlap(four) == 256 and default_overlap(four) % four.size_multiple == 0
+    x = torch.rand(1, 3, 64, 1024, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        whole = four(x)
+        tiled = predict_tiled(four, x, tile=128)  # 8 cores, windows of 64 x 640
+    assert (tiled - whole).abs().max() <= 1e-4

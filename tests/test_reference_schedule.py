@@ -125,3 +125,21 @@ def test_restarts_need_a_best_checkpoint(compose_train, tmp_path, synthetic_data
     datamodule, module, trainer = build(cfg)
     with pytest.raises(ValueError, match=r"need a ModelCheckpoint .*callbacks.model_checkpoint"):
         trainer.fit(module, datamodule=datamodule)
+
+
+@pytest.mark.parametrize("max_epochs", [8, 20, 4000])
+def test_the_paper_schedule_at_every_epoch(max_epochs):
+    """``scheduler=paper``: x1 for the first half, x0.5 to three quarters, x0.25 after.
+
+    Mutations this catches: a milestone off by one epoch, factors applied in the wrong order,
+    a schedule stepped per batch or not at all.
+    """
+    cfg = OmegaConf.load(Path(CONFIG_DIR) / "scheduler" / "paper.yaml")
+    cfg.max_epochs = max_epochs
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2e-4)
+    scheduler = instantiate(cfg)(optimizer=optimizer)
+    for epoch in range(max_epochs):
+        expected = 1.0 if epoch < max_epochs // 2 else 0.5 if epoch < 3 * max_epochs // 4 else 0.25
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(2e-4 * expected), epoch
+        optimizer.step()
+        scheduler.step()

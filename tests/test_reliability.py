@@ -24,6 +24,8 @@ pytestmark = pytest.mark.slow
 # (after touching NRKNET_TEST_MARKER), so the test can kill the process while a file is being written.
 # With NRKNET_TEST_STOP_AT_STEP=s the write of last.ckpt at global step s stalls instead: half-way
 # (NRKNET_TEST_STOP=during) or before it starts (NRKNET_TEST_STOP=before, last.ckpt still complete).
+# With NRKNET_TEST_PAUSE_AT_STEP=s the training batch of global step s waits for SIGTERM (after
+# touching NRKNET_TEST_MARKER), so the signal lands at a known step.
 CHILD = r"""
 import io, os, sys, time
 from pathlib import Path
@@ -56,7 +58,19 @@ if stop_step is not None:
             stall_next[0] = True
         real_atomic_save(obj, path)
     callbacks.atomic_torch_save = stopping_save
-sys.argv = ["nrknet-train", *sys.argv[1:]]
+pause_step = os.environ.get("NRKNET_TEST_PAUSE_AT_STEP")
+if pause_step is not None:
+    import nrknet.module as module
+    def pause_until_sigterm(self, batch, batch_idx):
+        # the batch of this global step waits (touching the marker) until SIGTERM has come
+        if self.trainer.global_step == int(pause_step):
+            open(os.environ["NRKNET_TEST_MARKER"], "w").close()
+            deadline = time.monotonic() + 120
+            while not self.trainer._signal_connector.received_sigterm and time.monotonic() < deadline:
+                time.sleep(0.02)
+    module.NRKNetModule.on_train_batch_start = pause_until_sigterm
+if sys.argv[0] == "-c":  # run with -c; a script file keeps its path, which DDP starts again
+    sys.argv[0] = "nrknet-train"
 from nrknet.train import main
 main()
 """
@@ -179,21 +193,30 @@ def test_sigkill_then_resume_completes_with_same_step_count(
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(
     tmp_path, synthetic_data_dir, uninterrupted_steps
 ):
-    run_dir = tmp_path / "run"
+    """The signal lands in the middle of the second epoch; last.ckpt then holds that step.
+
+    Mutation this catches: a SIGTERM handler that saves nothing (last.ckpt keeps the end of
+    the first epoch) or exits without a checkpoint.
+    """
+    run_dir, marker = tmp_path / "run", tmp_path / "paused"
+    per_epoch = uninterrupted_steps // EPOCHS
+    running = per_epoch + per_epoch // 2  # mid-way through the second epoch
     cmd = child_command(synthetic_data_dir, run_dir, f"trainer.max_epochs={EPOCHS * 50}")
+    env = child_env(NRKNET_TEST_PAUSE_AT_STEP=str(running), NRKNET_TEST_MARKER=str(marker))
     proc = subprocess.Popen(
-        cmd, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    wait_for(lambda: last_step(run_dir) > 0, proc)
-    time.sleep(1.0)
+    wait_for(marker.exists, proc)
+    before = last_step(run_dir)
+    assert before == per_epoch  # the last checkpoint before the signal: the first epoch's end
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-3000:]
     assert "Traceback" not in err
     assert_checkpoints_complete(run_dir)
     saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert saved["global_step"] >= 1
-    assert "SIGTERM" in err
+    assert saved["global_step"] == running + 1 > before  # the running step, finished, is saved
+    assert f"SIGTERM: saved {run_dir / 'checkpoints' / 'last.ckpt'} at step {running + 1}" in err
 
 
 def read_losses(run_dir: Path) -> list[str]:
@@ -279,26 +302,35 @@ def test_nonfinite_batches_are_skipped_and_counted(compose_train, tmp_path, synt
 
 
 def test_sigterm_to_every_process_of_a_ddp_run_saves_and_exits(tmp_path, synthetic_data_dir):
-    # SLURM signals every task at once; the launching rank also forwards the signal to its
-    # child, so rank 1 sees it twice, usually in the middle of a collective operation.
-    run_dir = tmp_path / "run"
+    """SLURM signals every task at once; the launching rank also forwards the signal to its
+    child, so rank 1 sees it twice, usually in the middle of a collective operation. Both
+    ranks wait at step 5 (the second of 4 steps per epoch of the second epoch) for it.
+
+    Mutation this catches: a run that stops without saving the step it was on (last.ckpt
+    would keep the first epoch's end, step 4), or that hangs.
+    """
+    run_dir, marker = tmp_path / "run", tmp_path / "paused"
     overrides = [
         o for o in child_command(synthetic_data_dir, run_dir)[3:] if not o.startswith("trainer")
     ]
     overrides += [
         f"trainer.max_epochs={EPOCHS * 50}", "trainer=ddp", "trainer.accelerator=cpu",
         "trainer.devices=2", "trainer.sync_batchnorm=false", "trainer.enable_progress_bar=false",
+        "data.num_train=16",  # 8 images, 4 steps of 2 per process and epoch
     ]  # fmt: skip
-    # the entry point itself, which the launching rank starts again for rank 1
-    cmd = [str(Path(sys.executable).parent / "nrknet-train"), *overrides]
+    # the script above, started by path so that the launching rank can start it again for rank 1
+    script = tmp_path / "nrknet_train_child.py"
+    script.write_text(CHILD)
+    cmd = [sys.executable, str(script), *overrides]
+    env = child_env(NRKNET_TEST_PAUSE_AT_STEP="5", NRKNET_TEST_MARKER=str(marker))
     log = tmp_path / "stderr.txt"
     with log.open("w") as stderr:  # a file: a pipe nobody reads would stall the run by itself
         proc = subprocess.Popen(
-            cmd, env=child_env(), stdout=subprocess.DEVNULL, stderr=stderr, text=True,
+            cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr, text=True,
             start_new_session=True,
         )  # fmt: skip
-        wait_for(lambda: last_step(run_dir) > 0, proc)
-        time.sleep(1.0)
+        wait_for(marker.exists, proc)
+        assert last_step(run_dir) == 4
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=120)
@@ -309,4 +341,4 @@ def test_sigterm_to_every_process_of_a_ddp_run_saves_and_exits(tmp_path, synthet
     assert proc.returncode == 0, err[-3000:]
     assert "SIGTERM: saved" in err
     assert_checkpoints_complete(run_dir)
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] > 0
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6

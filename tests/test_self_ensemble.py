@@ -122,6 +122,54 @@ def test_tiled_self_ensemble_equals_whole_image_self_ensemble(small_model):
     assert [done for done, _ in calls] == sorted(done for done, _ in calls)
 
 
+#: The eight symmetries of the square written out one by one on H x W (x C) arrays, each with
+#: its inverse: the four turns, the two mirrors and the two transpositions.
+EIGHT_BY_HAND = [
+    (lambda a: a, lambda a: a),
+    (lambda a: np.rot90(a, 1), lambda a: np.rot90(a, -1)),
+    (lambda a: np.rot90(a, 2), lambda a: np.rot90(a, 2)),
+    (lambda a: np.rot90(a, 3), lambda a: np.rot90(a, 1)),
+    (lambda a: a[:, ::-1], lambda a: a[:, ::-1]),
+    (lambda a: a[::-1, :], lambda a: a[::-1, :]),
+    (lambda a: np.swapaxes(a, 0, 1), lambda a: np.swapaxes(a, 0, 1)),
+    (lambda a: np.rot90(np.swapaxes(a, 0, 1), 2), lambda a: np.swapaxes(np.rot90(a, 2), 0, 1)),
+]
+
+
+def test_the_ensemble_is_the_mean_of_eight_hand_written_passes(small_model):
+    """Against the eight symmetries written out by hand, on a model that is not equivariant.
+
+    Mutations this catches: averaging 4 of the 8 transforms (or any subset), a wrong inverse,
+    and side maps left out of the average.
+    """
+    image = _photo(24, 40)
+    for forward, back in EIGHT_BY_HAND:
+        np.testing.assert_array_equal(back(forward(image)), image)
+    plain = Deblurrer(small_model, device=CPU, defocus=True, levels=[0, 3])
+    passes = []
+    for forward, back in EIGHT_BY_HAND:
+        result = plain(np.ascontiguousarray(forward(image)))
+        passes.append([back(result.rgb), back(result.defocus), back(result.coefficients)])
+    # the passes differ, so the mean of a subset is not the mean of all eight
+    assert min(np.abs(p[0] - passes[0][0]).max() for p in passes[1:]) > 1e-4
+    ensembled = Deblurrer(small_model, device=CPU, defocus=True, levels=[0, 3], self_ensemble=True)
+    result = ensembled(image)
+    for index, got in enumerate((result.rgb, result.defocus, result.coefficients)):
+        expected = np.mean([p[index] for p in passes], axis=0)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    # the same through self_ensemble() on the bare network, in (N, C, H, W)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None]
+
+    def network(array: np.ndarray) -> np.ndarray:
+        batch = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None]
+        return small_model(batch)[0].permute(1, 2, 0).numpy()
+
+    with torch.no_grad():
+        bare = [back(network(forward(image))) for forward, back in EIGHT_BY_HAND]
+        got = self_ensemble(small_model, x)[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(got, np.mean(bare, axis=0), rtol=0, atol=1e-5)
+
+
 def test_side_maps_are_ensembled_too(small_model):
     image = _photo(24, 40)
     deblurrer = Deblurrer(small_model, device=CPU, defocus=True, levels=[0, 3], self_ensemble=True)
