@@ -137,3 +137,37 @@ def test_dpdd_tree_cached_once_for_train_split(tmp_path: Path) -> None:
     assert ds.cache is not None and len(ds.cache) == 6
     first = ds.pairs[0][0]
     np.testing.assert_array_equal(ds.cache[first], cv2.imread(str(first))[:, :, ::-1])
+
+
+@pytest.mark.parametrize("kind", ["png8", "png16", "jpeg", "bmp", "grey_png"])
+def test_the_size_estimate_is_the_decoded_size_and_decides_the_refusal(tmp_path, monkeypatch, kind):
+    """The reservation read from the headers equals the decoded bytes of real files, and a set
+    is refused exactly when those bytes do not fit (no stubbed estimate).
+
+    Mutation this catches: an estimate that counts every file as 8-bit (a 16-bit set would
+    be cached past the memory left free) or as 16-bit (an 8-bit set refused for nothing).
+    """
+    rng = np.random.default_rng(0)
+    name, array = {
+        "png8": ("a.png", rng.integers(0, 256, (30, 50, 3), dtype=np.uint8)),
+        "png16": ("a.png", rng.integers(0, 65536, (30, 50, 3), dtype=np.uint16)),
+        "jpeg": ("a.jpg", rng.integers(0, 256, (30, 50, 3), dtype=np.uint8)),
+        "bmp": ("a.bmp", rng.integers(0, 256, (30, 50, 3), dtype=np.uint8)),
+        "grey_png": ("a.png", rng.integers(0, 256, (30, 50), dtype=np.uint8)),
+    }[kind]
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"{i}_{name}"
+        assert cv2.imwrite(str(path), array)
+        paths.append(path)
+    store = SharedImageCache(paths, progress=False)
+    decoded = sum(store[p].nbytes for p in paths)
+    assert store.nbytes == decoded == 3 * 30 * 50 * 3 * array.itemsize
+    margin = cache_module.MIN_MEMORY_MARGIN
+    fits = (margin + decoded, 4 * margin, None)
+    monkeypatch.setattr(cache_module, "_available_memory", lambda: fits)
+    SharedImageCache(paths, progress=False)
+    short = (margin + decoded - 1, 4 * margin, None)
+    monkeypatch.setattr(cache_module, "_available_memory", lambda: short)
+    with pytest.raises(CacheTooLargeError):
+        SharedImageCache(paths, progress=False)

@@ -72,9 +72,39 @@ def test_a_numeric_setting_given_as_text_is_named(compose_train, tmp_path, overr
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.fixture
+def training_steps(monkeypatch) -> list[dict]:
+    """What each training step of the run saw: its loss, and the autocast state around it."""
+    import torch
+
+    from nrknet.module import NRKNetModule
+
+    steps: list[dict] = []
+    real_step = NRKNetModule.training_step
+
+    def recording_step(self, batch, batch_idx):
+        loss = real_step(self, batch, batch_idx)
+        steps.append(
+            {
+                "loss": None if loss is None else float(loss),
+                "autocast": torch.is_autocast_enabled("cpu"),
+                "dtype": torch.get_autocast_dtype("cpu"),
+            }
+        )
+        return loss
+
+    monkeypatch.setattr(NRKNetModule, "training_step", recording_step)
+    return steps
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_experiment_runs_one_training_step(compose_train, experiment, tmp_path, synthetic_data_dir):
+def test_experiment_runs_one_training_step(
+    compose_train, experiment, tmp_path, synthetic_data_dir, training_steps
+):
+    """Mutation this catches: an experiment whose step returns a NaN or skips every batch."""
+    import math
+
     overrides = [
         f"experiment={experiment}",
         *tiny_overrides(synthetic_data_dir, tmp_path),
@@ -82,12 +112,24 @@ def test_experiment_runs_one_training_step(compose_train, experiment, tmp_path, 
     ]
     cfg = compose_train(overrides)
     train(cfg)
-    assert (Path(cfg.paths.output_dir) / "metrics.json").is_file()
+    metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert metrics["global_step"] == 1 and metrics["skipped_nonfinite"] == 0
+    assert len(training_steps) == 1
+    assert training_steps[0]["loss"] is not None and math.isfinite(training_steps[0]["loss"])
+    # autocast exactly when the experiment asks for mixed precision
+    assert training_steps[0]["autocast"] == ("mixed" in str(cfg.trainer.get("precision", "32")))
 
 
-def test_mixed_precision_training_step(compose_train, tmp_path, synthetic_data_dir):
+def test_mixed_precision_training_step(compose_train, tmp_path, synthetic_data_dir, training_steps):
     """``trainer.precision=bf16-mixed`` runs the whole model (RKR kept in float32). On a CPU
-    Lightning turns 16-mixed into bf16-mixed; float16 autocast is tested in test_accel."""
+    Lightning turns 16-mixed into bf16-mixed; float16 autocast is tested in test_accel.
+
+    Mutation this catches: a precision setting that never reaches the trainer (no autocast).
+    """
+    import math
+
+    import torch
+
     overrides = [
         "experiment=quickstart",
         *tiny_overrides(synthetic_data_dir, tmp_path),
@@ -97,6 +139,9 @@ def test_mixed_precision_training_step(compose_train, tmp_path, synthetic_data_d
     cfg = compose_train(overrides)
     train(cfg)
     assert (Path(cfg.paths.output_dir) / "metrics.json").is_file()
+    assert len(training_steps) == 1
+    assert training_steps[0]["autocast"] and training_steps[0]["dtype"] == torch.bfloat16
+    assert math.isfinite(training_steps[0]["loss"])
 
 
 def test_experiments_leave_tags_to_the_composition(compose_train, tmp_path):

@@ -95,6 +95,12 @@ def test_smallest_size_is_exact(exported, one_thread):
         pytest.param("full_expansion", marks=pytest.mark.slow),
         pytest.param("non_separable", marks=pytest.mark.slow),
         pytest.param("gaussian", marks=pytest.mark.slow),
+        pytest.param("two_scales", marks=pytest.mark.slow),
+        pytest.param("sum_mixing", marks=pytest.mark.slow),
+        pytest.param("free_atoms", marks=pytest.mark.slow),
+        pytest.param("paper_rkr", marks=pytest.mark.slow),
+        pytest.param("non_recursive", marks=pytest.mark.slow),
+        pytest.param("nrknet_small", marks=pytest.mark.slow),
     ],
 )
 def test_variant_onnx_matches_pytorch_at_two_sizes(name, tmp_path, one_thread):

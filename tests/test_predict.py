@@ -95,8 +95,12 @@ def test_folder_of_mixed_images(photo_folder, tmp_path, ckpt, capsys):
     assert rgba.shape == (40, 56, 4)
     source_alpha = cv2.imread(str(photo_folder / "sub" / "rgba.png"), cv2.IMREAD_UNCHANGED)[..., 3]
     assert np.array_equal(rgba[..., 3], source_alpha)
-    # The 16-bit result uses the 16-bit range, not 8-bit values stored in 16 bits.
-    assert np.any(read["b16.png"] % 257 != 0)
+    # The 16-bit result uses the 16-bit range: neither 8-bit values stored as they are (all
+    # below 256) nor 8-bit values scaled by 257 (all multiples of 257).
+    b16 = read["b16.png"]
+    unclipped = b16[(b16 > 0) & (b16 < 65535)]  # the untrained network clips much of the image
+    assert unclipped.size > 100 and unclipped.max() > 255
+    assert np.mean(unclipped % 257 == 0) < 0.05
 
 
 def test_existing_outputs_are_skipped_unless_overwrite(photo_folder, tmp_path, ckpt, capsys):
@@ -606,3 +610,27 @@ def test_the_four_scale_model_tiles_with_its_own_default_overlap():
         whole = four(x)
         tiled = predict_tiled(four, x, tile=128)  # 8 cores, windows of 64 x 640
     assert (tiled - whole).abs().max() <= 1e-4
+
+
+def test_greyscale_comes_back_as_the_luma_of_the_rgb_result(photo_folder, tmp_path, unet_ckpt):
+    """A grey input is deblurred as RGB and written as the Rec. 601 luma of the result.
+
+    Mutations this catches: writing one channel (G) or the plain mean of the three.
+    """
+    from nrknet.checkpoint import load_model
+    from nrknet.inference import Deblurrer
+
+    out = tmp_path / "out"
+    assert (
+        main([str(photo_folder / "grey.png"), "--out", str(out), "-c", str(unet_ckpt), "-q"]) == 0
+    )
+    written = cv2.imread(str(out / "grey.png"), cv2.IMREAD_UNCHANGED).astype(np.float64)
+    grey_in = cv2.imread(str(photo_folder / "grey.png"), cv2.IMREAD_UNCHANGED) / 255.0
+    rgb = Deblurrer(load_model(unet_ckpt).eval(), device=torch.device("cpu"))(
+        np.repeat(grey_in[:, :, None], 3, axis=2).astype(np.float32)
+    ).rgb.astype(np.float64)
+    assert rgb.min() > 0 and rgb.max() < 1  # nothing clipped, so every weight shows
+    luma = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+    assert np.abs(written - np.round(luma * 255)).max() <= 1
+    for other in (rgb[..., 1], rgb.mean(axis=2)):
+        assert np.abs(written - np.round(other * 255)).max() > 1
