@@ -6,6 +6,8 @@
 #
 # The parts run most telling first, within BUDGET_S seconds in all (default 480): a part that
 # would start with less than its minimum left is skipped, and each is cut at the time left.
+#   0. tests:   the GPU tier of the test suite (pytest -m gpu, at most TESTS_BUDGET_S, default
+#               150), so that the first machine with a GPU tests what it then times;
 #   1. gpu:     benchmarks/bench_gpu.py: eager figures (about a minute), then the compiled
 #               regions (training at batch 8 and 4, 1280x720 bf16 inference, 200 steps of losses
 #               against float32); its parts start only within COMPILE_BUDGET_S seconds
@@ -48,6 +50,12 @@ export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/src:$PWD PYTHONUNBUFFERED=1 WA
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, lightning, kornia, hydra; print('torch', torch.__version__, 'lightning', lightning.__version__)"
 
+gpu_tests() {
+  python3 -m pytest -m gpu -q -rs -p no:cacheprovider tests >"$OUT/gpu_tests.log" 2>&1
+  local rc=$?
+  tail -30 "$OUT/gpu_tests.log"
+  return $rc
+}
 gpu_bench() {
   NRKNET_BENCH_COMPILE=$([ -n "${SKIP_COMPILE:-}" ] && echo 0 || echo 1) \
     NRKNET_BENCH_COMPILE_BUDGET_S=${COMPILE_BUDGET_S:-150} \
@@ -83,8 +91,9 @@ data_bench() {
   python3 benchmarks/run_all.py --only data && cp benchmarks/results/data.json "$OUT/data_device.json"
 }
 
-export -f gpu_bench sweep_bench train_gpu variants_bench data_bench
+export -f gpu_tests gpu_bench sweep_bench train_gpu variants_bench data_bench
 export OUT
+part tests 60 "${TESTS_BUDGET_S:-150}" bash -c gpu_tests
 part gpu 120 300 bash -c gpu_bench
 part sweep 90 240 bash -c sweep_bench
 part train 90 180 bash -c train_gpu

@@ -13,7 +13,7 @@ done
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$PY" --implementation cp \
   "${platforms[@]}" -d "$DEST" \
   "kornia>=0.7" kornia_rs "hydra-core>=1.3,<1.4" "omegaconf>=2.3,<2.4" "torchdata>=0.11,<0.12" \
-  "psutil>=5.9,<8" joblib "hydra-joblib-launcher>=1.2,<2"
+  "psutil>=5.9,<8" joblib "hydra-joblib-launcher>=1.2,<2" pytest pluggy iniconfig
 # published as a source archive only: build its (pure Python) wheel here
 python3 -m pip wheel -q --no-deps -w "$DEST" "antlr4-python3-runtime==4.9.*"
 ls "$DEST"
