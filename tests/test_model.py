@@ -10,13 +10,13 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from nrknet.checkpoint import CheckpointError, load_model, save_model
+from nrknet.cli import reported
 from nrknet.convert import convert_file, from_official
 from nrknet.convert import main as convert_main
 from nrknet.models.coefficients import PlainCoefficientHead
 from nrknet.models.components import factory_config
 from nrknet.models.nrknet import NRKNet, NRKNetOutput, count_parameters
 from nrknet.ops.atoms import RecursiveAtoms
-from nrknet.utils import clean_errors
 
 VARIANTS = {
     "default": {},
@@ -264,7 +264,7 @@ def test_an_import_error_inside_a_components_module_is_named(tmp_path, monkeypat
         NRKNet(width=4, num_levels=4, atoms=spec)
 
     # the same through a Hydra config of the whole model, as nrknet-train instantiates it
-    @clean_errors("nrknet-train")
+    @reported("nrknet-train", exits=True)
     def build():
         instantiate(OmegaConf.create({"_target_": "nrknet.models.nrknet.NRKNet", "atoms": spec}))
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from nrknet.checkpoint import CheckpointError, read_checkpoint, save_model
+from nrknet.cli import reported
 from nrknet.models.nrknet import NRKNet
 
 # Reference name -> our name, for everything but the U-Net's residual stages.
@@ -168,14 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output", help="nrknet checkpoint to write (.ckpt)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    args = parser.parse_args(argv)
-    try:
-        model = convert_file(args.input, args.output, overwrite=args.overwrite)
-    except (CheckpointError, OSError) as exc:
-        if args.debug:
-            raise
-        print(f"nrknet-convert: error: {exc}", file=sys.stderr)
-        return 2
+    return run(parser.parse_args(argv))
+
+
+@reported("nrknet-convert", debug=lambda args: args.debug)
+def run(args: argparse.Namespace) -> int:
+    model = convert_file(args.input, args.output, overwrite=args.overwrite)
     width = model.config["width"]
     print(
         f"wrote {args.output}: NRKNet width {width}, {model.config['num_levels']} atom levels, RGB input"

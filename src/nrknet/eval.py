@@ -12,9 +12,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from nrknet.checkpoint import load_model
+from nrknet.cli import reported
 from nrknet.module import NRKNetModule
 from nrknet.reporting import print_run_summary, write_reports
-from nrknet.utils import CONFIG_DIR, clean_errors, instantiate_group, require_accelerator
+from nrknet.utils import CONFIG_DIR, instantiate_group, require_accelerator
 from nrknet.weights import resolve_checkpoint
 
 log = logging.getLogger("nrknet.eval")
@@ -86,7 +87,7 @@ def evaluate(cfg: DictConfig) -> float | None:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
-@clean_errors("nrknet-eval")
+@reported("nrknet-eval", exits=True)
 def main(cfg: DictConfig) -> float | None:
     return evaluate(cfg)
 

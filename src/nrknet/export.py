@@ -32,7 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nrknet.checkpoint import CheckpointError, load_model
+from nrknet.checkpoint import load_model
+from nrknet.cli import reported
+from nrknet.errors import NRKNetError, UsageError
 from nrknet.models.nrknet import NRKNet
 from nrknet.ops.atoms import IndependentAtoms, RecursiveAtoms
 from nrknet.ops.padding import reflect_pad
@@ -42,7 +44,7 @@ INPUT_NAME, OUTPUT_NAME = "blurry", "sharp"
 DEFAULT_OPSET = 17
 
 
-class ExportError(RuntimeError):
+class ExportError(NRKNetError):
     """The exporter could not express the model in ONNX."""
 
 
@@ -180,31 +182,27 @@ def main(argv: list[str] | None = None) -> int:
         "modules, which runs their code); only for checkpoints you trust",
     )
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    args = parser.parse_args(argv)
+    return run(parser.parse_args(argv))
+
+
+@reported("nrknet-export", debug=lambda args: args.debug)
+def run(args: argparse.Namespace) -> int:
     try:
         import onnx  # noqa: F401 - torch.onnx needs it; fail early with the install hint
     except ImportError:
-        print(
-            "nrknet-export: error: the onnx package is missing; install it with pip install 'nrknet[export]'",
-            file=sys.stderr,
-        )
-        return 2
+        raise UsageError(
+            "the onnx package is missing; install it with pip install 'nrknet[export]'"
+        ) from None
     from nrknet.weights import resolve_checkpoint
 
-    try:
-        source = resolve_checkpoint(args.checkpoint)
-        output = Path(args.output)
-        if output.resolve() == source.resolve() or (output.exists() and output.samefile(source)):
-            raise CheckpointError(f"output {output} would overwrite the input {source}")
-        if output.exists() and not args.overwrite:
-            raise CheckpointError(f"output exists: {output} (pass --overwrite to replace it)")
-        model = load_model(source, trust_code=args.trust_code, option="--trust-code")
-        export_onnx(model, args.output, opset=args.opset)
-    except (CheckpointError, ExportError, OSError) as exc:
-        if args.debug:
-            raise
-        print(f"nrknet-export: error: {exc}", file=sys.stderr)
-        return 2
+    source = resolve_checkpoint(args.checkpoint)
+    output = Path(args.output)
+    if output.resolve() == source.resolve() or (output.exists() and output.samefile(source)):
+        raise UsageError(f"output {output} would overwrite the input {source}")
+    if output.exists() and not args.overwrite:
+        raise UsageError(f"output exists: {output} (pass --overwrite to replace it)")
+    model = load_model(source, trust_code=args.trust_code, option="--trust-code")
+    export_onnx(model, args.output, opset=args.opset)
     print(
         f"wrote {args.output}: {type(model).__name__} width {model.config['width']}, input '{INPUT_NAME}' "
         f"(N, 3, H, W) RGB in [0, 1], H and W >= {minimum_size(model)}"

@@ -17,6 +17,7 @@ from nrknet.accel import resolve_mode as resolve_accel_mode
 from nrknet.compile_regions import CompileOptions
 from nrknet.compile_regions import apply as apply_compile
 from nrknet.compile_regions import resolve_mode as resolve_compile_mode
+from nrknet.errors import NonFiniteLossError
 from nrknet.inference.self_ensemble import self_ensemble
 from nrknet.metrics import METRIC_KEYS, ImageQualityMetrics
 from nrknet.models.nrknet import NRKNet, has_blur_operator
@@ -34,10 +35,6 @@ warnings.filterwarnings(
 )
 
 LOSS_TERMS = ("mse", "fdr", "reblur", "ssim")
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
 
 
 class NRKNetModule(L.LightningModule):

@@ -79,15 +79,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nrknet.cli import reported
+from nrknet.errors import UsageError
+
 PROG = "nrknet-predict"
 #: The model used without --ckpt: bundled with the package (nrknet/weights/files/). The bundled
 #: NRKNet (nrknet-synthetic) is level with it on the synthetic test split and gains less on a real
 #: photograph defocused by the renderer (docs/pretrained.md).
 DEFAULT_MODEL = "unet-synthetic"
-
-
-class UsageError(Exception):
-    """A problem that stops the run before any image is processed (exit status 2)."""
 
 
 @dataclass
@@ -238,7 +237,6 @@ def _collect_jobs(args):
     """Every job, with every file the run will write planned, or a :class:`UsageError`."""
     from nrknet.inference import (
         ATOMS_FIGURE,
-        JobsError,
         UnsafeOutputError,
         collect_jobs,
         side_suffixes,
@@ -250,13 +248,10 @@ def _collect_jobs(args):
         return collect_jobs(args.inputs, args.out, side_suffixes=suffixes, run_files=run_files)
     except UnsafeOutputError as exc:
         raise UsageError(f"{exc}; choose another --out") from exc
-    except JobsError as exc:
-        raise UsageError(str(exc)) from exc
 
 
 def _load(args, say):
     """The model on its device and the autocast dtype, or a :class:`UsageError`."""
-    from nrknet.checkpoint import CheckpointError
     from nrknet.inference import autocast_dtype_for, load_inference_model, resolve_device
     from nrknet.models.nrknet import has_blur_operator
     from nrknet.weights import bundled_checkpoint
@@ -268,14 +263,11 @@ def _load(args, say):
     if args.half and device.type != "cuda":
         say(f"{PROG}: warning: --half is ignored on the CPU (float32 is used)")
     ckpt = DEFAULT_MODEL if args.ckpt is None else args.ckpt
-    try:
-        # the default is the bundled file itself, whatever the working directory holds
-        source = bundled_checkpoint(DEFAULT_MODEL) if args.ckpt is None else args.ckpt
-        model = load_inference_model(
-            source, device, accel=args.accel, trust_code=args.trust_code, option="--trust-code"
-        )
-    except CheckpointError as exc:
-        raise UsageError(str(exc)) from exc
+    # the default is the bundled file itself, whatever the working directory holds
+    source = bundled_checkpoint(DEFAULT_MODEL) if args.ckpt is None else args.ckpt
+    model = load_inference_model(
+        source, device, accel=args.accel, trust_code=args.trust_code, option="--trust-code"
+    )
     say(
         f"{PROG}: model {ckpt}"
         + (" (the default; choose another with --ckpt)" if args.ckpt is None else "")
@@ -369,18 +361,15 @@ def run(args, console) -> Summary:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return _main(build_parser().parse_args(argv))
+
+
+@reported(PROG, debug=lambda args: args.debug)
+def _main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    console = Console(stderr=True)
     try:
-        summary = run(args, console)
-    except UsageError as exc:
-        if args.debug:
-            traceback.print_exc()
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        summary = run(args, Console(stderr=True))
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

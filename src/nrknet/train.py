@@ -15,14 +15,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from nrknet.batch_log import for_batch_jobs
 from nrknet.callbacks import AtomicCheckpointIO
+from nrknet.cli import reported
 from nrknet.reporting import print_run_summary, write_reports
-from nrknet.utils import (
-    CONFIG_DIR,
-    clean_errors,
-    instantiate_group,
-    require_accelerator,
-    require_numbers,
-)
+from nrknet.utils import CONFIG_DIR, instantiate_group, require_accelerator, require_numbers
 from nrknet.utils.atomic import atomic_write_text, remove_stale_temporaries
 from nrknet.weights import resolve_checkpoint
 from nrknet.weights.init import apply_init_from, require_same_run, require_training_state
@@ -256,7 +251,7 @@ def _loggable(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-@clean_errors("nrknet-train")
+@reported("nrknet-train", exits=True)
 def main(cfg: DictConfig) -> float | None:
     return train(cfg)
 

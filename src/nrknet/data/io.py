@@ -26,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from nrknet.errors import DataError
 from nrknet.utils.atomic import atomic_write_bytes
 
 __all__ = [
@@ -66,8 +67,8 @@ _WRITE_FORMATS = {
 }
 
 
-class NRKNetDataError(ValueError):
-    """Base class for every problem with input data (files, folders, pairs)."""
+#: Every problem with input data (files, folders, pairs): the data kind of :mod:`nrknet.errors`.
+NRKNetDataError = DataError
 
 
 class ImageReadError(NRKNetDataError):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from nrknet.errors import ConfigError
 from nrknet.inference.self_ensemble import DIHEDRAL_GROUP, self_ensemble
 from nrknet.inference.windows import WindowFunction
 from nrknet.models.nrknet import NRKNet
@@ -23,7 +24,7 @@ __all__ = [
 ]
 
 
-class SettingError(ValueError):
+class SettingError(ConfigError):
     """A setting outside its range: ``setting`` names it, ``expected`` says what it must be."""
 
     def __init__(self, setting: str, expected: str, got: object = None) -> None:

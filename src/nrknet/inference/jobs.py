@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nrknet.data.io import IMAGE_EXTENSIONS
+from nrknet.errors import UsageError
 
 __all__ = [
     "Job",
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 
-class JobsError(ValueError):
+class JobsError(UsageError):
     """Inputs and an output folder that cannot make a run."""
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from nrknet.errors import ConfigError
 from nrknet.metrics.image_quality import PEAK, apply_score_crop, check_pair, quantize_8bit
 from nrknet.utils.atomic import atomic_open, remove_stale_temporaries
 from nrknet.utils.safe_load import read_checkpoint
@@ -32,7 +33,7 @@ ALEXNET_SHA256 = "7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee
 DOWNLOAD_TIMEOUT_S = 30.0
 
 
-class MetricsError(RuntimeError):
+class MetricsError(ConfigError):
     """A metric cannot be computed as configured (for example LPIPS required but unavailable)."""
 
 

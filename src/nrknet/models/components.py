@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from nrknet.utils import root_cause
+from nrknet.errors import root_cause
 
 ComponentSpec = Mapping[str, Any] | Callable[..., nn.Module]
 

@@ -1,12 +1,9 @@
-"""Glue shared by the Hydra entry points: resolvers, instantiation, clean errors."""
+"""Glue shared by the Hydra entry points: resolvers, instantiation, settings checks."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,73 +98,3 @@ def instantiate_group(cfg: DictConfig | None) -> list[Any]:
         for entry in cfg.values()
         if isinstance(entry, DictConfig) and "_target_" in entry
     ]
-
-
-def finish_wandb() -> None:
-    """Close the wandb run so that every multirun job is a run of its own."""
-    if "wandb" in sys.modules:
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish()
-
-
-# Errors that mean "the user asked for something that cannot be done": one line, no traceback.
-def user_error_types() -> tuple[type[BaseException], ...]:
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from nrknet.data.io import NRKNetDataError
-    from nrknet.errors import NRKNetError
-    from nrknet.metrics import MetricsError
-    from nrknet.module import NonFiniteLossError
-
-    return (
-        NRKNetError,
-        NRKNetDataError,
-        MetricsError,
-        NonFiniteLossError,
-        FileNotFoundError,
-        FileExistsError,
-        NotADirectoryError,
-        ValueError,
-        HydraException,
-        OmegaConfBaseException,
-    )
-
-
-def root_cause(exc: BaseException) -> str:
-    """The first line of the innermost cause: an import error inside a component's own module, say."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
-
-
-def debug_requested() -> bool:
-    return os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("NRKNET_DEBUG") == "1"
-
-
-def clean_errors(program: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Report expected errors as one line on stderr and exit with status 2 (full trace with HYDRA_FULL_ERROR=1)."""
-
-    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return fn(*args, **kwargs)
-            except user_error_types() as exc:
-                if debug_requested():
-                    raise
-                message = str(exc).strip().replace("\n", "\n  ")
-                if exc.__cause__ is not None and "HYDRA_FULL_ERROR" in message:
-                    # Hydra hides the reason (often an import error in the user's own module)
-                    message += f"\n  cause: {root_cause(exc)}"
-                print(f"{program}: error: {message}", file=sys.stderr)
-                sys.exit(2)
-            finally:
-                finish_wandb()
-
-        return wrapper
-
-    return decorate

@@ -18,12 +18,13 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from nrknet.errors import NRKNetError
 from nrknet.utils.atomic import atomic_path, remove_stale_temporaries
 
 CHUNK_BYTES = 1 << 20
 
 
-class DownloadError(OSError):
+class DownloadError(NRKNetError, OSError):
     """The file could not be fetched, or it is not the file that was expected."""
 
 

@@ -5,23 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from nrknet.data.io import NRKNetDataError
+from nrknet.cli import reported
 from nrknet.data.synthetic.render import SynthSettings
 from nrknet.data.synthetic.writer import generate_dataset, is_complete_dataset
-
-
-class _UsageError(Exception):
-    pass
+from nrknet.errors import UsageError
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise _UsageError(message)
+        raise UsageError(f"{message} (see --help)")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -66,11 +62,15 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``nrknet-synth``; returns the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args_list
+    return _run(args_list, debug="--debug" in args_list)
+
+
+@reported("nrknet-synth", debug=lambda args_list, debug: debug)
+def _run(args_list: list[str], debug: bool) -> int:
     try:
         args = _build_parser().parse_args(args_list)
         if args.workers < 1:
-            raise NRKNetDataError(f"--workers must be >= 1, got {args.workers}")
+            raise UsageError(f"--workers must be >= 1, got {args.workers}")
         settings = SynthSettings(
             num_train=args.train,
             num_val=args.val,
@@ -93,21 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.quiet,
             force=args.force,
         )
-        total = sum(settings.counts().values())
-        if reused:
-            print(f"{out}: complete set with these settings already present, reused")
-        else:
-            print(f"wrote {total} pairs to {out} in {time.perf_counter() - start:.1f} s")
-        return 0
-    except _UsageError as exc:
-        print(f"nrknet-synth: error: {exc} (see --help)", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("nrknet-synth: interrupted; no partial set was left behind", file=sys.stderr)
         return 130
-    except Exception as exc:
-        if debug:
-            traceback.print_exc()
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"nrknet-synth: error: {msg}", file=sys.stderr)
-        return 1
+    total = sum(settings.counts().values())
+    if reused:
+        print(f"{out}: complete set with these settings already present, reused")
+    else:
+        print(f"wrote {total} pairs to {out} in {time.perf_counter() - start:.1f} s")
+    return 0
