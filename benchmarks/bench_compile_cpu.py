@@ -4,7 +4,7 @@ One NRKNet training step (forward, the paper's loss, backward, Adam) at the pape
 4 256x256 crops, full width,
 three ways, each in a fresh model: the plain model eagerly, the acceleration layer
 (``accel: on``), and the plain model with its regions compiled by inductor
-(:mod:`nrknet.compile_regions`), the last twice, each in a fresh process: with an empty
+(:mod:`nrknet.accel.compile`), the last twice, each in a fresh process: with an empty
 inductor cache (a first run) and with the graphs the first left in it (a later run or
 sweep job). Reports the first step (for the compiled ones: the compile) and the median of
 the later ones. ``compile: auto`` stays off on the CPU; this is the
@@ -28,9 +28,9 @@ def training_steps(
 ) -> list[float]:
     """Seconds of each of ``steps`` training steps of a fresh model, run ``way``."""
     from nrknet.accel import accelerate
-    from nrknet.compile_regions import compile_regions, region_status
-    from nrknet.losses import NRKNetLoss
+    from nrknet.accel.compile import compile_regions, region_status
     from nrknet.models.nrknet import NRKNet
+    from nrknet.training.losses import NRKNetLoss
 
     torch.manual_seed(0)
     model = NRKNet(width=width).train()

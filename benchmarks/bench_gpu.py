@@ -12,7 +12,7 @@ Skipped (with a note in the JSON) where no CUDA device is present. On a CUDA dev
 * training throughput through Lightning (``NRKNetModule``, the paper's loss,
   Adam) at 256x256 crops with ``precision`` 32-true, 16-mixed and bf16-mixed:
   median step time after warm-up, images per second, peak allocated memory (eager);
-* compiled regions (:mod:`nrknet.compile_regions`, last, within a time budget
+* compiled regions (:mod:`nrknet.accel.compile`, last, within a time budget
   ``NRKNET_BENCH_COMPILE_BUDGET_S``, default 300 s; ``NRKNET_BENCH_COMPILE=0`` skips
   it; ``NRKNET_BENCH_PARTIAL=<file>`` saves all results so far after each part):
   training images per second with bf16-mixed at batch 8 and 4 (256x256), eager
@@ -173,15 +173,15 @@ def training(
     build: Callable[[], tuple[torch.nn.Module, torch.nn.Module]] | None = None,
 ) -> dict:
     """Lightning training steps per ``precision``; ``compile``: the module's switch
-    (:mod:`nrknet.compile_regions`; the first steps, warm-up, include compiling);
+    (:mod:`nrknet.accel.compile`; the first steps, warm-up, include compiling);
     ``build``: makes the network and its loss (default: NRKNet of ``width``, the paper's loss)."""
     import lightning as L
     from torch.utils.data import DataLoader, Dataset
 
-    from nrknet.compile_regions import region_status
-    from nrknet.losses import NRKNetLoss
+    from nrknet.accel.compile import region_status
     from nrknet.models.nrknet import NRKNet
-    from nrknet.module import NRKNetModule
+    from nrknet.training.losses import NRKNetLoss
+    from nrknet.training.module import NRKNetModule
 
     class RandomPairs(Dataset):
         def __len__(self) -> int:
@@ -262,7 +262,7 @@ def compiled_inference(
     height: int, width_px: int, warmup: int, repeats: int, width: int = 64, mode: str = "default"
 ) -> dict:
     """One image in bfloat16 autocast (TF32 on), plain model eager against compiled regions."""
-    from nrknet.compile_regions import compile_regions, region_status
+    from nrknet.accel.compile import compile_regions, region_status
     from nrknet.models.nrknet import NRKNet
 
     _set_tf32(True)
@@ -323,7 +323,7 @@ def loss_curves(batch: int, size: int, steps: int, width: int = 64) -> dict:
 def compile_comparison(
     quick: bool, budget_s: float = COMPILE_BUDGET_S, on_part: Callable[[dict], None] | None = None
 ) -> dict:
-    """Eager against compiled regions (:mod:`nrknet.compile_regions`), most telling first.
+    """Eager against compiled regions (:mod:`nrknet.accel.compile`), most telling first.
 
     A part not started within ``budget_s`` seconds is skipped (noted), since each
     compiles for minutes; ``on_part`` gets the results so far after every part (to save

@@ -40,7 +40,7 @@ print(json.dumps({{"status": status, "predict_s": elapsed,
 BUFFERS_CHILD = """
 import json, resource, time
 from nrknet.data.io import read_image_full, write_image
-from nrknet.tiling import tiled_apply
+from nrknet.inference.tiling import tiled_apply
 start = time.perf_counter()
 image = read_image_full({source!r})
 out = tiled_apply(lambda x: x, image.rgb, 3, tile=512, overlap=128)
@@ -53,7 +53,7 @@ print(json.dumps({{"io_s": time.perf_counter() - start,
 OVERLAP_CHILD = """
 import json, torch
 from nrknet.models.nrknet import NRKNet
-from nrknet.tiling import predict_tiled
+from nrknet.inference.tiling import predict_tiled
 torch.manual_seed(0)
 model = NRKNet(width={width}).eval()
 g = torch.Generator().manual_seed(1)
@@ -85,9 +85,9 @@ def predict_large(height: int, width: int, model_width: int = 64, tile: int = 51
     import cv2
     import torch
 
-    from nrknet.checkpoint import save_model
+    from nrknet.inference.tiling import default_overlap, plan_tiles
     from nrknet.models.nrknet import NRKNet
-    from nrknet.tiling import default_overlap, plan_tiles
+    from nrknet.weights.checkpoint import save_model
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -13,7 +13,7 @@ from torch import nn
 from nrknet.accel import ACCEL_MODES, accelerate, is_accelerated
 from nrknet.models.coefficients import PlainCoefficientHead
 from nrknet.models.nrknet import NRKNet
-from nrknet.module import NRKNetModule
+from nrknet.training.module import NRKNetModule
 
 PLAIN_TYPES = {"FeatureUNet", "ConvLSTMCoefficientHead", "RKRBlur"}
 FAST_TYPES = {"AcceleratedFeatureUNet", "AcceleratedConvLSTMHead", "AcceleratedRKRBlur"}

@@ -10,8 +10,8 @@ import pytest
 from lightning.pytorch.callbacks import RichProgressBar
 
 from conftest import tiny_overrides
-from nrknet.batch_log import BatchLog, _batch_size, _clock, for_batch_jobs
 from nrknet.train import build, train
+from nrknet.training.batch_log import BatchLog, _batch_size, _clock, for_batch_jobs
 
 LINE = re.compile(
     r"^\[(train|val)\] epoch=(\d+) step=(\d+)/(\d+) loss=(\d+\.\d{5}) img/s=(\d+\.\d) "

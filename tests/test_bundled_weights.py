@@ -13,7 +13,6 @@ import torch
 import yaml
 from PIL import Image
 
-from nrknet.checkpoint import CheckpointError, load_model
 from nrknet.data.synthetic import SynthSettings, render_pair
 from nrknet.metrics.image_quality import psnr
 from nrknet.models.nrknet import NRKNet
@@ -21,6 +20,7 @@ from nrknet.models.unet_baseline import UNetBaseline
 from nrknet.predict import DEFAULT_MODEL
 from nrknet.predict import main as predict_main
 from nrknet.weights import Registry, default_registry, resolve_checkpoint
+from nrknet.weights.checkpoint import CheckpointError, load_model
 
 REGISTRY = default_registry()
 BUNDLED = sorted(name for name in REGISTRY if REGISTRY.get(name).kind == "bundled")

@@ -133,8 +133,8 @@ def test_eval_checkpoint_of_another_architecture(tmp_path, foreign_checkpoint):
 
 
 def test_eval_empty_dataset_folder_and_corrupt_image(tmp_path, corrupt_realdof):
-    from nrknet.checkpoint import save_model
     from nrknet.models.nrknet import NRKNet
+    from nrknet.weights.checkpoint import save_model
 
     ckpt = tmp_path / "m.ckpt"
     save_model(NRKNet(width=4), ckpt)

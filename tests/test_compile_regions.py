@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from nrknet.accel import is_accelerated
-from nrknet.compile_regions import (
+from nrknet.accel.compile import (
     REGIONS,
     CompileOptions,
     compile_regions,
@@ -26,11 +26,11 @@ from nrknet.compile_regions import (
     region_status,
     uncompile_regions,
 )
-from nrknet.losses import NRKNetLoss
 from nrknet.models.nrknet import NRKNet
-from nrknet.module import NRKNetModule
+from nrknet.training.losses import NRKNetLoss
+from nrknet.training.module import NRKNetModule
 
-LOGGER = "nrknet.compile_regions"
+LOGGER = "nrknet.accel.compile"
 ALL_COMPILED = dict.fromkeys(REGIONS, "compiled")
 
 
@@ -302,7 +302,7 @@ def test_training_with_compiled_regions_validation_figures_and_ema_ends_as_eager
     the coefficient maps with a forward hook), checkpoints and EMA (Lightning's weight
     averaging copies the module): the same averaged weights as the eager run, the regions
     still compiled."""
-    from nrknet.ema import EMA
+    from nrknet.training.ema import EMA
 
     pairs = tiny_pairs()
     finals = {}

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from conftest import tiny_overrides
-from nrknet.checkpoint import MODEL_PREFIX, load_model
-from nrknet.ema import EMA
 from nrknet.eval import evaluate
 from nrknet.train import build
+from nrknet.training.ema import EMA
+from nrknet.weights.checkpoint import MODEL_PREFIX, load_model
 from test_train import eval_overrides
 
 pytestmark = pytest.mark.slow

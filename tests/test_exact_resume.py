@@ -15,9 +15,9 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from nrknet.callbacks import GlobalRngState, LastCheckpoint
 from nrknet.data.datasets import PairedImageDataset
 from nrknet.data.resumable import EpochShuffleSampler, SampleKey, augment_seed, resumable_loader
+from nrknet.training.callbacks import GlobalRngState, LastCheckpoint
 from test_datasets import _coordinate_pair
 from test_reliability import (
     EPOCHS,

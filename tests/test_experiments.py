@@ -15,7 +15,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from conftest import CONFIG_DIR, tiny_overrides
 from nrknet.train import train
-from nrknet.utils import require_numbers
+from nrknet.utils.config import require_numbers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import collect  # noqa: E402
@@ -77,7 +77,7 @@ def training_steps(monkeypatch) -> list[dict]:
     """What each training step of the run saw: its loss, and the autocast state around it."""
     import torch
 
-    from nrknet.module import NRKNetModule
+    from nrknet.training.module import NRKNetModule
 
     steps: list[dict] = []
     real_step = NRKNetModule.training_step

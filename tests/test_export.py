@@ -16,11 +16,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from nrknet.checkpoint import save_model
 from nrknet.export import export_onnx, minimum_size
 from nrknet.export import main as export_main
 from nrknet.models.nrknet import NRKNet
 from nrknet.models.unet_baseline import UNetBaseline
+from nrknet.weights.checkpoint import save_model
 
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

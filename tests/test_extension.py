@@ -19,11 +19,11 @@ from PIL import Image
 from torch import nn
 
 from conftest import tiny_overrides
-from nrknet.checkpoint import load_model
 from nrknet.errors import UntrustedCodeError
 from nrknet.ops.padding import reflect_pad
 from nrknet.predict import main as predict_main
 from nrknet.train import train
+from nrknet.weights.checkpoint import load_model
 
 pytestmark = pytest.mark.slow
 

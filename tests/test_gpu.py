@@ -54,9 +54,9 @@ def run_train(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def test_cuda_inference_with_half_and_batch_matches_float32_on_the_cpu(tmp_path):
     import cv2
 
-    from nrknet.checkpoint import save_model
     from nrknet.models.nrknet import NRKNet
     from nrknet.predict import main as predict
+    from nrknet.weights.checkpoint import save_model
 
     torch.manual_seed(0)
     model = NRKNet(width=8)
@@ -89,7 +89,7 @@ def test_trainer_gpu_trains_and_tests(tmp_path, synthetic_data_dir):
 
 def test_inductor_regions_train_like_eager_on_cuda():
     """What ``compile=auto`` picks for CUDA training: inductor, against eager, outputs and grads."""
-    from nrknet.compile_regions import CompileOptions, compile_regions
+    from nrknet.accel.compile import CompileOptions, compile_regions
     from nrknet.models.nrknet import NRKNet
 
     torch.manual_seed(0)

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from nrknet.losses import (
+from nrknet.models.nrknet import NRKNet, NRKNetOutput, downsample_nearest
+from nrknet.training.losses import (
     NRKNetLoss,
     fdr_loss,
     in_ssim_phase,
@@ -21,7 +22,6 @@ from nrknet.losses import (
     reblur_loss,
     ssim_loss,
 )
-from nrknet.models.nrknet import NRKNet, NRKNetOutput, downsample_nearest
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "loss"
 DPDD_PHASES = {"start_epoch": 1000, "period": 200}

@@ -32,7 +32,7 @@ from nrknet.metrics import (
 )
 from nrknet.metrics import lpips as lpips_metric
 from nrknet.models.nrknet import NRKNet
-from nrknet.module import NRKNetModule
+from nrknet.training.module import NRKNetModule
 
 
 def _pair(

@@ -9,14 +9,14 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from nrknet.checkpoint import CheckpointError, load_model, save_model
 from nrknet.cli import reported
-from nrknet.convert import convert_file, from_official
 from nrknet.convert import main as convert_main
 from nrknet.models.coefficients import PlainCoefficientHead
 from nrknet.models.components import factory_config
 from nrknet.models.nrknet import NRKNet, NRKNetOutput, count_parameters
 from nrknet.ops.atoms import RecursiveAtoms
+from nrknet.weights.checkpoint import CheckpointError, load_model, save_model
+from nrknet.weights.reference import convert_file, from_official
 
 VARIANTS = {
     "default": {},

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nrknet.models.nrknet import NRKNet
-from nrknet.module import NRKNetModule
+from nrknet.training.module import NRKNetModule
 
 
 def make_module(gate: bool, scale: float) -> NRKNetModule:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nrknet.convert import from_official, normalise_reference_keys
+from nrknet.weights.reference import from_official, normalise_reference_keys
 
 TOL = 1e-5
 

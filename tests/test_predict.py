@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from nrknet.checkpoint import save_model
 from nrknet.models.nrknet import NRKNet
 from nrknet.predict import main
+from nrknet.weights.checkpoint import save_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -571,7 +571,7 @@ def test_tile_on_the_command_line_cuts_several_windows_that_match_the_whole_imag
 
     Mutation this catches: nrknet-predict ignoring --tile (the image runs as one window).
     """
-    import nrknet.tiling as tiling
+    import nrknet.inference.tiling as tiling
 
     plans = []
     real_plan = tiling.plan_tiles
@@ -599,7 +599,7 @@ def test_the_four_scale_model_tiles_with_its_own_default_overlap():
 
     Mutation this catches: a default overlap that ignores the number of scales.
     """
-    from nrknet.tiling import default_overlap, predict_tiled
+    from nrknet.inference.tiling import default_overlap, predict_tiled
 
     torch.manual_seed(0)
     three, four = NRKNet(width=8).eval(), NRKNet(width=8, num_scales=4).eval()
@@ -617,8 +617,8 @@ def test_greyscale_comes_back_as_the_luma_of_the_rgb_result(photo_folder, tmp_pa
 
     Mutations this catches: writing one channel (G) or the plain mean of the three.
     """
-    from nrknet.checkpoint import load_model
     from nrknet.inference import Deblurrer
+    from nrknet.weights.checkpoint import load_model
 
     out = tmp_path / "out"
     assert (

@@ -12,9 +12,9 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
 
 from conftest import CONFIG_DIR, tiny_overrides
-from nrknet.restarts import RestartFromBest
-from nrknet.schedules import EpochSteps, FractionalSteps
 from nrknet.train import build
+from nrknet.training.restarts import RestartFromBest
+from nrknet.training.schedules import EpochSteps, FractionalSteps
 from nrknet.weights import read_model_weights
 
 

@@ -15,11 +15,11 @@ import torch
 import yaml
 
 from conftest import FIXTURES
-from nrknet.checkpoint import CheckpointError, load_model, save_model
-from nrknet.convert import from_official
 from nrknet.models.nrknet import NRKNet
 from nrknet.weights import Registry, default_registry, resolve_checkpoint
 from nrknet.weights.cache import converted_path, download_path
+from nrknet.weights.checkpoint import CheckpointError, load_model, save_model
+from nrknet.weights.reference import from_official
 
 NAME = "authors-w8"
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from conftest import tiny_overrides
-from nrknet.checkpoint import load_model
 from nrknet.train import train
+from nrknet.weights.checkpoint import load_model
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,9 @@ import torch
 import yaml
 from PIL import Image
 
-from nrknet.checkpoint import load_model, save_model
 from nrknet.models.unet_baseline import UNetBaseline
 from nrknet.weights import Registry, resolve_checkpoint
+from nrknet.weights.checkpoint import load_model, save_model
 from nrknet.weights.registry import REGISTRY_FILE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "release"))

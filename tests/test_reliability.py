@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from conftest import tiny_overrides
-from nrknet.module import NonFiniteLossError
 from nrknet.train import train
+from nrknet.training.module import NonFiniteLossError
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +49,7 @@ def stalling_save(obj, f, *args, **kwargs):
 torch.save = stalling_save
 stop_step = os.environ.get("NRKNET_TEST_STOP_AT_STEP")
 if stop_step is not None:
-    import nrknet.callbacks as callbacks
+    import nrknet.training.callbacks as callbacks
     real_atomic_save = callbacks.atomic_torch_save
     def stopping_save(obj, path):
         if Path(path).name == "last.ckpt" and obj.get("global_step") == int(stop_step):
@@ -60,7 +60,7 @@ if stop_step is not None:
     callbacks.atomic_torch_save = stopping_save
 pause_step = os.environ.get("NRKNET_TEST_PAUSE_AT_STEP")
 if pause_step is not None:
-    import nrknet.module as module
+    import nrknet.training.module as module
     def pause_until_sigterm(self, batch, batch_idx):
         # the batch of this global step waits (touching the marker) until SIGTERM has come
         if self.trainer.global_step == int(pause_step):

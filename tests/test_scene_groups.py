@@ -13,13 +13,13 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from nrknet.checkpoint import save_model
+from nrknet.analysis.reporting import markdown_table, result_entries, self_ensemble_name
 from nrknet.data.datamodules import DPDDDataModule
 from nrknet.data.layouts import scan_dpdd
 from nrknet.data.scene_groups import SceneGroupError, dpdd_scene_groups
 from nrknet.eval import evaluate
 from nrknet.models.nrknet import NRKNet
-from nrknet.reporting import markdown_table, result_entries, self_ensemble_name
+from nrknet.weights.checkpoint import save_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,13 +12,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nrknet.checkpoint import save_model
+from nrknet.analysis.reporting import markdown_table, self_ensemble_name
 from nrknet.eval import evaluate
 from nrknet.inference import Deblurrer
 from nrknet.inference.self_ensemble import DIHEDRAL_GROUP, self_ensemble
 from nrknet.models.nrknet import NRKNet
 from nrknet.predict import main as predict
-from nrknet.reporting import markdown_table, self_ensemble_name
+from nrknet.weights.checkpoint import save_model
 from test_predict import _scene
 from test_train import eval_overrides
 

@@ -27,7 +27,6 @@ from nrknet.data.synthetic import (
     generate_dataset,
     is_complete_dataset,
     linear_to_srgb,
-    main,
     make_scene,
     minimum_blur,
     render_defocus,
@@ -35,6 +34,7 @@ from nrknet.data.synthetic import (
     srgb_to_linear,
 )
 from nrknet.data.synthetic import writer as synth_writer
+from nrknet.synth import main
 
 NEAR, FAR = DEPTH_RANGE
 

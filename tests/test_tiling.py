@@ -9,9 +9,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nrknet.models.nrknet import NRKNet
-from nrknet.ops.padding import pad_to_multiple, reflect_pad
-from nrknet.tiling import (
+from nrknet.inference.tiling import (
     DEFAULT_OVERLAP,
     blend_weights,
     default_overlap,
@@ -19,6 +17,8 @@ from nrknet.tiling import (
     predict_tiled,
     tiled_apply,
 )
+from nrknet.models.nrknet import NRKNet
+from nrknet.ops.padding import pad_to_multiple, reflect_pad
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from conftest import tiny_overrides
-from nrknet.checkpoint import load_model
 from nrknet.eval import evaluate
 from nrknet.train import train
+from nrknet.weights.checkpoint import load_model
 
 pytestmark = pytest.mark.slow
 

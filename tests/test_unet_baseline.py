@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from conftest import tiny_overrides
-from nrknet.checkpoint import load_model, save_model
-from nrknet.losses import NRKNetLoss
 from nrknet.models.unet_baseline import UNetBaseline
+from nrknet.training.losses import NRKNetLoss
+from nrknet.weights.checkpoint import load_model, save_model
 
 
 def test_untrained_unet_is_the_identity_at_any_size(one_thread):
@@ -48,7 +48,7 @@ def test_checkpoint_rebuilds_the_unet(tmp_path, one_thread):
 
 
 def test_unknown_model_class_in_a_checkpoint_is_named(tmp_path):
-    from nrknet.checkpoint import CheckpointError
+    from nrknet.weights.checkpoint import CheckpointError
 
     torch.save(
         {"state_dict": {}, "nrknet": {"model_config": {"_target_": "nrknet.models.nowhere.Net"}}},
@@ -59,15 +59,15 @@ def test_unknown_model_class_in_a_checkpoint_is_named(tmp_path):
 
 
 def test_only_nrknet_has_a_blur_operator_and_compiled_regions(caplog):
-    from nrknet.compile_regions import compile_regions, region_status
+    from nrknet.accel.compile import compile_regions, region_status
     from nrknet.models.nrknet import NRKNet, has_blur_operator
 
     assert has_blur_operator(NRKNet(width=4, num_levels=2))
     unet = UNetBaseline(width=4)
     assert not has_blur_operator(unet)
-    with caplog.at_level("INFO", logger="nrknet.compile_regions"):
+    with caplog.at_level("INFO", logger="nrknet.accel.compile"):
         assert compile_regions(unet) == []
-    lines = [r.getMessage() for r in caplog.records if r.name == "nrknet.compile_regions"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "nrknet.accel.compile"]
     assert lines == ["compile: UNetBaseline is not an NRKNet; it runs eagerly"]
     assert region_status(unet) == {}
 

@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 import torch
 
-from nrknet.checkpoint import load_model, model_checkpoint, save_model
 from nrknet.errors import UntrustedCodeError
 from nrknet.models.nrknet import NRKNet
+from nrknet.weights.checkpoint import load_model, model_checkpoint, save_model
 
 pytestmark = pytest.mark.slow
 

@@ -21,10 +21,7 @@ from nrknet.analysis.defocus import (
     full_scale_coefficients,
     level_gains,
 )
-from nrknet.models.nrknet import NRKNet
-from nrknet.ops.atoms import RecursiveAtoms
-from nrknet.ops.rkr import RKRBlur
-from nrknet.viz import (
+from nrknet.analysis.figures import (
     DEFOCUS_PNG_SCALE,
     atom_kernels_figure,
     coefficient_maps_figure,
@@ -33,6 +30,9 @@ from nrknet.viz import (
     comparison_strip,
     save_defocus_map,
 )
+from nrknet.models.nrknet import NRKNet
+from nrknet.ops.atoms import RecursiveAtoms
+from nrknet.ops.rkr import RKRBlur
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

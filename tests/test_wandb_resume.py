@@ -7,9 +7,9 @@ import json
 import pytest
 
 from conftest import tiny_overrides
+from nrknet.cli import finish_wandb
 from nrknet.train import train
-from nrknet.utils import finish_wandb
-from nrknet.wandb_logger import ResumableWandbLogger, persistent_run_id
+from nrknet.training.wandb_logger import ResumableWandbLogger, persistent_run_id
 
 pytest.importorskip("wandb")
 

@@ -7,11 +7,11 @@ import logging
 import pytest
 import torch
 
-from nrknet.checkpoint import MODEL_PREFIX, CheckpointError, load_model, save_model
-from nrknet.convert import REFERENCE_TO_OURS, convert_file, from_official
 from nrknet.models.nrknet import NRKNet
 from nrknet.weights import load_weights, read_model_weights
+from nrknet.weights.checkpoint import MODEL_PREFIX, CheckpointError, load_model, save_model
 from nrknet.weights.init import apply_init_from, require_training_state
+from nrknet.weights.reference import REFERENCE_TO_OURS, convert_file, from_official
 
 
 def assert_same_weights(model: torch.nn.Module, expected: dict[str, torch.Tensor]) -> None:

@@ -10,9 +10,9 @@ from lightning.pytorch.callbacks import Callback
 
 import nrknet.train as train_module
 from conftest import tiny_overrides
-from nrknet.checkpoint import CheckpointError
 from nrknet.train import train
 from nrknet.weights import read_model_weights
+from nrknet.weights.checkpoint import CheckpointError
 
 pytestmark = pytest.mark.slow
 
@@ -92,8 +92,8 @@ def test_authors_weights_fine_tune_a_gated_model_only_when_not_strict(
 def test_ckpt_path_to_a_weights_only_file_points_to_init_from(
     compose_train, tmp_path, synthetic_data_dir
 ):
-    from nrknet.checkpoint import save_model
     from nrknet.models.nrknet import NRKNet
+    from nrknet.weights.checkpoint import save_model
 
     weights = tmp_path / "weights.ckpt"
     save_model(NRKNet(width=8), weights)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from nrknet.checkpoint import read_checkpoint
+from nrknet.weights.checkpoint import read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ROOT / "src" / "nrknet" / "weights" / "files"
@@ -39,7 +39,7 @@ def package(
     run_dir: Path, name: str, ckpt: str = "last", files_dir: Path = FILES
 ) -> tuple[Path, dict]:
     """Write the weights of ``run_dir``'s checkpoint as ``files/NAME.ckpt``; return it and its entry."""
-    from nrknet.checkpoint import load_model, save_model
+    from nrknet.weights.checkpoint import load_model, save_model
     from nrknet.weights.download import sha256_of
 
     source, lightning, recipe = read_run(run_dir, ckpt)

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from package import read_run
 
-from nrknet.utils import config_differences
+from nrknet.utils.config import config_differences
 
 # Where a run writes, not how it trains: these may differ between a run and its rerun.
 RUN_SPECIFIC_KEYS = ("paths", "hydra", "ckpt_path", "logger")
@@ -61,8 +61,8 @@ def verify(
 
     ``registry`` and ``home`` as for :func:`nrknet.weights.resolve_checkpoint`.
     """
-    from nrknet.checkpoint import load_model, read_checkpoint
     from nrknet.weights import resolve_checkpoint
+    from nrknet.weights.checkpoint import load_model, read_checkpoint
 
     source, lightning, recipe = read_run(run_dir, ckpt)
     bundled_file = resolve_checkpoint(name, registry=registry, home=home)

@@ -18,7 +18,7 @@ from typing import Any
 
 from nrknet.errors import NRKNetError, root_cause
 
-__all__ = ["USAGE_ERROR_STATUS", "debug_requested", "reported", "root_cause", "user_errors"]
+__all__ = ["USAGE_ERROR_STATUS", "debug_requested", "finish_wandb", "reported", "user_errors"]
 
 #: The exit status of every error :func:`reported` turns into one line.
 USAGE_ERROR_STATUS = 2
@@ -67,14 +67,14 @@ def reported(
                     sys.exit(USAGE_ERROR_STATUS)
                 return USAGE_ERROR_STATUS
             finally:
-                _finish_wandb()
+                finish_wandb()
 
         return wrapper
 
     return decorate
 
 
-def _finish_wandb() -> None:
+def finish_wandb() -> None:
     """Close the wandb run so that every multirun job is a run of its own."""
     if "wandb" in sys.modules:
         import wandb

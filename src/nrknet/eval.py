@@ -11,12 +11,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from nrknet.checkpoint import load_model
+from nrknet.analysis.reporting import print_run_summary, write_reports
 from nrknet.cli import reported
-from nrknet.module import NRKNetModule
-from nrknet.reporting import print_run_summary, write_reports
-from nrknet.utils import CONFIG_DIR, instantiate_group, require_accelerator
+from nrknet.training.module import NRKNetModule
+from nrknet.utils.config import CONFIG_DIR, instantiate_group, require_accelerator
 from nrknet.weights import resolve_checkpoint
+from nrknet.weights.checkpoint import load_model
 
 log = logging.getLogger("nrknet.eval")
 

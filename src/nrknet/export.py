@@ -32,13 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nrknet.checkpoint import load_model
 from nrknet.cli import reported
 from nrknet.errors import NRKNetError, UsageError
 from nrknet.models.nrknet import NRKNet
 from nrknet.ops.atoms import IndependentAtoms, RecursiveAtoms
 from nrknet.ops.padding import reflect_pad
 from nrknet.utils.atomic import atomic_path
+from nrknet.weights.checkpoint import load_model
 
 INPUT_NAME, OUTPUT_NAME = "blurry", "sharp"
 DEFAULT_OPSET = 17

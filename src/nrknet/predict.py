@@ -46,7 +46,7 @@ replace an input, stop the run with a usage error naming both.
 
 Memory: images whose padded area fits one window (``tile + 2 overlap`` on a
 side) are deblurred whole; larger ones tile by tile (see
-:mod:`nrknet.tiling`), so peak memory is bounded by the tile, not the photo.
+:mod:`nrknet.inference.tiling`), so peak memory is bounded by the tile, not the photo.
 Any size from 1 px a side: a side too short for the network's own
 reflection padding (1 px for NRKNet, 1 or 2 px for the bundled U-Net) is
 extended by repeating its last row or column, and the results are cropped back.
@@ -103,7 +103,7 @@ class Summary:
 
 def build_parser() -> argparse.ArgumentParser:
     from nrknet.accel import ACCEL_MODES
-    from nrknet.tiling import DEFAULT_BLEND, DEFAULT_TILE
+    from nrknet.inference.tiling import DEFAULT_BLEND, DEFAULT_TILE
 
     parser = argparse.ArgumentParser(
         prog=PROG,

@@ -13,12 +13,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from nrknet.batch_log import for_batch_jobs
-from nrknet.callbacks import AtomicCheckpointIO
+from nrknet.analysis.reporting import print_run_summary, write_reports
 from nrknet.cli import reported
-from nrknet.reporting import print_run_summary, write_reports
-from nrknet.utils import CONFIG_DIR, instantiate_group, require_accelerator, require_numbers
+from nrknet.training.batch_log import for_batch_jobs
+from nrknet.training.callbacks import AtomicCheckpointIO
 from nrknet.utils.atomic import atomic_write_text, remove_stale_temporaries
+from nrknet.utils.config import CONFIG_DIR, instantiate_group, require_accelerator, require_numbers
 from nrknet.weights import resolve_checkpoint
 from nrknet.weights.init import apply_init_from, require_same_run, require_training_state
 

@@ -20,7 +20,7 @@ units of its own atoms; it is not a calibrated depth.
 The coefficients are captured at the full-resolution scale with a forward
 hook on ``model.coefficients`` (:func:`capture_coefficients`), so the map
 costs nothing beyond the deblurring pass and works with tiled inference.
-Drawing and saving these maps is :mod:`nrknet.viz`'s business.
+Drawing and saving these maps is :mod:`nrknet.analysis.figures`'s business.
 """
 
 from __future__ import annotations

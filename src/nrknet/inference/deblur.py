@@ -10,9 +10,9 @@ import torch
 
 from nrknet.errors import ConfigError
 from nrknet.inference.self_ensemble import DIHEDRAL_GROUP, self_ensemble
+from nrknet.inference.tiling import DEFAULT_BLEND, DEFAULT_TILE, default_overlap, tiled_apply
 from nrknet.inference.windows import WindowFunction
 from nrknet.models.nrknet import NRKNet
-from nrknet.tiling import DEFAULT_BLEND, DEFAULT_TILE, default_overlap, tiled_apply
 
 __all__ = [
     "Deblurred",
@@ -81,7 +81,7 @@ class Deblurrer:
     Images whose padded area fits one window (``tile + 2 overlap`` on a side)
     run whole; larger ones run in tiles of ``tile`` pixels with ``overlap``
     pixels of context (default: measured for the model, see
-    :func:`nrknet.tiling.default_overlap`) blended over ``blend`` pixels,
+    :func:`nrknet.inference.tiling.default_overlap`) blended over ``blend`` pixels,
     ``batch`` tiles per forward pass, so memory is bounded by the tile.
     ``defocus`` adds the effective blur radius, ``levels`` the coefficient
     maps of those levels; ``autocast_dtype`` runs the network under autocast.

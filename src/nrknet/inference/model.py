@@ -7,9 +7,9 @@ import os
 import torch
 
 from nrknet.accel import accelerate
-from nrknet.checkpoint import CheckpointError, load_model
 from nrknet.models.nrknet import NRKNet
 from nrknet.weights import resolve_checkpoint
+from nrknet.weights.checkpoint import CheckpointError, load_model
 
 __all__ = ["autocast_dtype_for", "load_inference_model", "resolve_device"]
 
@@ -48,7 +48,7 @@ def load_inference_model(
 
     ``ckpt`` is a name of the weights registry (a ``str``) or a path
     (:func:`nrknet.weights.resolve_checkpoint`); classes outside nrknet are
-    built only with ``trust_code`` (:func:`nrknet.checkpoint.load_model`).
+    built only with ``trust_code`` (:func:`nrknet.weights.checkpoint.load_model`).
 
     Raises :class:`CheckpointError` for any file this version cannot rebuild
     a model from, naming the file.

@@ -15,16 +15,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nrknet.data.io import read_image_full, write_image
-from nrknet.inference.deblur import Deblurrer
-from nrknet.inference.jobs import side_file
-from nrknet.viz import (
+from nrknet.analysis.figures import (
     atom_kernels_figure,
     coefficient_maps_figure,
     comparison_figure,
     resize_for_figure,
     save_defocus_map,
 )
+from nrknet.data.io import read_image_full, write_image
+from nrknet.inference.deblur import Deblurrer
+from nrknet.inference.jobs import side_file
 
 __all__ = [
     "ATOMS_FIGURE",

@@ -37,7 +37,7 @@ class UNetBaseline(nn.Module):
 
     ``forward(blurry)`` returns the deblurred image; ``forward(blurry, sharp)``
     returns an :class:`NRKNetOutput` with that image as its only scale, so that
-    :class:`nrknet.losses.NRKNetLoss` and the training module apply unchanged.
+    :class:`nrknet.training.losses.NRKNetLoss` and the training module apply unchanged.
     Any input size works: the image is reflect-padded to a multiple of
     ``2**(levels - 1)`` and cropped back.
     """

@@ -127,9 +127,9 @@ def _converted(entry: WeightsEntry, source: Path, home: Path) -> Path:
     bytes differ (the first time, or after it was changed), so a converted file
     is never trusted for being there.
     """
-    from nrknet.checkpoint import model_checkpoint, read_checkpoint
-    from nrknet.convert import REFERENCE_TO_OURS, from_official
     from nrknet.utils.atomic import atomic_write_bytes
+    from nrknet.weights.checkpoint import model_checkpoint, read_checkpoint
+    from nrknet.weights.reference import REFERENCE_TO_OURS, from_official
 
     target = converted_path(entry, home)
     model = from_official(read_checkpoint(source))

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from nrknet.checkpoint import MODEL_PREFIX, CheckpointError, read_checkpoint
-from nrknet.utils import config_differences
+from nrknet.utils.config import config_differences
+from nrknet.weights.checkpoint import MODEL_PREFIX, CheckpointError, read_checkpoint
 
 log = logging.getLogger("nrknet.weights")
 
@@ -54,7 +54,7 @@ def read_model_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     inner = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     if isinstance(inner, dict) and any(str(k).startswith(MODEL_PREFIX) for k in inner):
         return {k[len(MODEL_PREFIX) :]: v for k, v in inner.items() if k.startswith(MODEL_PREFIX)}
-    from nrknet.convert import from_official
+    from nrknet.weights.reference import from_official
 
     try:
         return from_official(ckpt).state_dict()

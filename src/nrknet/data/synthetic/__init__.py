@@ -7,11 +7,10 @@
 * :mod:`~nrknet.data.synthetic.render`: the settings of a set and one
   rendered pair, deterministic per ``(seed, split, index)``;
 * :mod:`~nrknet.data.synthetic.writer`: a whole set on disk (DPDD layout,
-  ``meta.json``), written atomically and reused when complete;
-* :mod:`~nrknet.data.synthetic.cli`: the ``nrknet-synth`` command.
+  ``meta.json``), written atomically and reused when complete
+  (the ``nrknet-synth`` command is :mod:`nrknet.synth`).
 """
 
-from nrknet.data.synthetic.cli import main
 from nrknet.data.synthetic.optics import (
     DEPTH_RANGE,
     add_sensor_noise,
@@ -76,7 +75,6 @@ __all__ = [
     "is_complete_dataset",
     "linear_to_srgb",
     "load_photo",
-    "main",
     "make_scene",
     "minimum_blur",
     "photo_scene",

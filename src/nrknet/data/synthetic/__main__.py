@@ -1,5 +1,5 @@
 """``python -m nrknet.data.synthetic``: the same as ``nrknet-synth``."""
 
-from nrknet.data.synthetic.cli import main
+from nrknet.synth import main
 
 raise SystemExit(main())

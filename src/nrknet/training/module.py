@@ -14,14 +14,14 @@ import torch
 from torch import nn
 
 from nrknet.accel import resolve_mode as resolve_accel_mode
-from nrknet.compile_regions import CompileOptions
-from nrknet.compile_regions import apply as apply_compile
-from nrknet.compile_regions import resolve_mode as resolve_compile_mode
+from nrknet.accel.compile import CompileOptions
+from nrknet.accel.compile import apply as apply_compile
+from nrknet.accel.compile import resolve_mode as resolve_compile_mode
+from nrknet.analysis.reporting import result_entries, self_ensemble_name
 from nrknet.errors import NonFiniteLossError
 from nrknet.inference.self_ensemble import self_ensemble
 from nrknet.metrics import METRIC_KEYS, ImageQualityMetrics
 from nrknet.models.nrknet import NRKNet, has_blur_operator
-from nrknet.reporting import result_entries, self_ensemble_name
 from nrknet.utils.distributed import is_distributed
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ LOSS_TERMS = ("mse", "fdr", "reblur", "ssim")
 class NRKNetModule(L.LightningModule):
     """Trains NRKNet with the multi-scale loss; validates and tests with the paper's protocol.
 
-    ``net``: the network; ``loss``: an :class:`nrknet.losses.NRKNetLoss` (may be
+    ``net``: the network; ``loss``: an :class:`nrknet.training.losses.NRKNetLoss` (may be
     ``None`` for evaluation only); ``optimizer`` / ``scheduler``: partials
     taking the parameters / the optimizer (Hydra ``_partial_: true``);
     ``gate_lr_scale``: learning-rate multiplier of the model's residual gate, if
@@ -48,7 +48,7 @@ class NRKNetModule(L.LightningModule):
     ``accel``: ``auto`` | ``on`` | ``off``, the acceleration layer (:mod:`nrknet.accel`),
     applied when Lightning sets the module up (``auto``: on for a CPU run);
     ``compile``: ``auto`` | ``on`` | ``off``, ``torch.compile`` of the model's regions
-    (:mod:`nrknet.compile_regions`, ``auto``: on for training on CUDA; a run that
+    (:mod:`nrknet.accel.compile`, ``auto``: on for training on CUDA; a run that
     compiles skips ``accel``), with ``compile_options`` (backend, mode, channels_last, fullgraph);
     ``self_ensemble``: the test also scores the average over the eight flips and
     rotations (:mod:`nrknet.inference.self_ensemble`), as a result of its own;
@@ -215,7 +215,7 @@ class NRKNetModule(L.LightningModule):
         if batch_idx == 0 and self._log_images_now():
             self._val_probe = blurry[:1].detach()
         if self._log_images_now() and len(self._val_images) < self.hparams.num_logged_images:
-            from nrknet.viz import comparison_strip
+            from nrknet.analysis.figures import comparison_strip
 
             for i in range(
                 min(blurry.shape[0], self.hparams.num_logged_images - len(self._val_images))
@@ -241,7 +241,11 @@ class NRKNetModule(L.LightningModule):
 
     def _log_figures(self, triplets: list[np.ndarray]) -> None:
         from nrknet.analysis.defocus import effective_blur_radius, full_scale_coefficients
-        from nrknet.viz import atom_kernels_figure, coefficient_maps_figure, colorize_defocus
+        from nrknet.analysis.figures import (
+            atom_kernels_figure,
+            coefficient_maps_figure,
+            colorize_defocus,
+        )
 
         images = {f"val/triplet_{i}": img for i, img in enumerate(triplets)}
         has_blur_model = has_blur_operator(self.model)

@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from nrknet.weights.init import load_weights
 
-log = logging.getLogger("nrknet.restarts")
+log = logging.getLogger("nrknet.training.restarts")
 
 
 class RestartFromBest(Callback):

@@ -21,7 +21,7 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from nrknet.checkpoint import atomic_torch_save
+from nrknet.weights.checkpoint import atomic_torch_save
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
