@@ -11,7 +11,9 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("nrknet")
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[3] / "conf")
+#: The Hydra configs: ``nrknet/conf`` inside the package, which in a checkout links to the
+#: top-level ``conf/`` (their one source) and in a wheel holds a copy of it.
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 def wandb_offline() -> bool:
