@@ -236,3 +236,20 @@ def test_a_weights_only_clean_file_with_a_state_dict_that_is_not_a_dict(tmp_path
     torch.save(ckpt, tmp_path / "odd.ckpt")
     with pytest.raises(Exception, match="not an NRKNet checkpoint"):
         load_model(tmp_path / "odd.ckpt")
+
+
+def test_every_read_of_weights_goes_through_the_one_reader():
+    """No ``torch.load`` outside :mod:`nrknet.utils.safe_load` in the package, the experiments
+    or the benchmarks (tests read their own fixtures)."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    calls = [
+        f"{path.relative_to(root)}:{number}"
+        for folder in ("src", "experiments", "benchmarks")
+        for path in sorted((root / folder).rglob("*.py"))
+        if path.name != "safe_load.py"
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if re.search(r"\btorch\.load\(|\bfrom torch import load\b", line)
+    ]
+    assert not calls, calls

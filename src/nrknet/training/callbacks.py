@@ -157,7 +157,7 @@ class GlobalRngState(Callback):
 
     They are put back when a run resumes, so code that draws from them goes on
     as it would have. Stored as tensors and plain numbers, which
-    ``torch.load(weights_only=True)`` reads.
+    the safe reader (``weights_only=True``) reads.
     """
 
     def state_dict(self) -> dict[str, Any]:
