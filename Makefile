@@ -38,7 +38,7 @@ format: $(STAMP) ## Format and fix with ruff
 	$(BIN)/ruff format src tests benchmarks experiments
 
 bench: $(STAMP) ## Run the benchmarks (prints tables, writes benchmarks/results/*.json)
-	$(BIN)/python benchmarks/run_all.py $(ARGS)
+	$(BIN)/python -m benchmarks.run_all $(ARGS)
 
 train: $(STAMP) ## Train: make train [EXP=quickstart] [ARGS="hydra overrides"]
 	$(BIN)/nrknet-train experiment=$(EXP) $(ARGS)
@@ -58,10 +58,10 @@ SWEEP_DIR := logs/sweeps/$(STUDY)/$(shell date +%Y-%m-%d_%H-%M-%S_$$$$)
 endif
 JOBS ?= 1
 sweep: $(STAMP) ## Run a paper study as a multirun and collect its table: make sweep STUDY=table3_rkr [JOBS=4] [ARGS=...]
-	@overrides=$$($(BIN)/python experiments/study.py $(STUDY)) || exit 2; \
+	@overrides=$$($(BIN)/python -m experiments.study $(STUDY)) || exit 2; \
 	launcher=$$([ "$(JOBS)" = 1 ] || echo "hydra/launcher=parallel hydra.launcher.n_jobs=$(JOBS)"); \
 	set -x; $(BIN)/nrknet-train -m $$overrides $$launcher hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
-	$(BIN)/python experiments/collect.py --study $(STUDY) --runs $(SWEEP_DIR)
+	$(BIN)/python -m experiments.collect --study $(STUDY) --runs $(SWEEP_DIR)
 
 clean: ## Remove caches and run outputs (keeps .venv and data)
 	rm -rf .pytest_cache .ruff_cache outputs multirun

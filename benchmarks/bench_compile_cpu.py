@@ -64,7 +64,7 @@ def _compiled_in_fresh_process(
     from benchmarks.common import run_child
 
     code = (
-        f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); "
+        "import json; "
         "from benchmarks.bench_compile_cpu import training_steps; "
         f"t = training_steps('compiled', {steps}, {batch}, {size}, {width}, {backend!r}); "
         "print(json.dumps({'first_step_s': t[0], 'median_step_s': __import__('statistics').median(t[1:])}))"

@@ -15,7 +15,7 @@ cached DPDD loader at least 320 samples/s (twice a GPU step rate of 160
 images/s). Timings are wall-clock; the machine's load average is recorded
 with them because other work on the machine lowers every figure.
 
-Usage: python benchmarks/bench_data.py [--quick]  (or make bench ARGS="--only data")
+Usage: python -m benchmarks.bench_data [--quick]  (or make bench ARGS="--only data")
 """
 
 from __future__ import annotations
@@ -192,7 +192,6 @@ def rows(result: dict) -> list[tuple[str, str]]:
 
 
 if __name__ == "__main__":  # the same as run_all.py --only data: prints the table, saves the JSON
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks.run_all import main
 
     raise SystemExit(main(["--only", "data", *sys.argv[1:]]))

@@ -7,7 +7,7 @@ all). Here each distinct (network, loss, batch, crop) among the rows of the stud
 through Lightning in ``bf16-mixed``, eagerly (compiling each would take minutes): median step
 after a warm-up, images per second. ``cost.py --variants`` reads the result.
 
-Usage: python benchmarks/bench_gpu_variants.py [--out FILE] [--quick] [STUDY ...]
+Usage: python -m benchmarks.bench_gpu_variants [--out FILE] [--quick] [STUDY ...]
 (``--quick``: width 4, 32x32 crops, a step or two, on whatever device is present.)
 """
 
@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "experiments"))
+from benchmarks.bench_gpu import training
 
-from benchmarks.bench_gpu import training  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 #: the studies whose rows ``cost.py`` prices by default
 STUDIES = (
@@ -42,8 +39,8 @@ PRECISION = "bf16-mixed"
 
 def distinct_variants(studies: tuple[str, ...]) -> tuple[dict[str, dict], dict[str, str]]:
     """The distinct (network, loss, batch, crop) of the studies' rows, and each row's variant."""
-    from cost import REFERENCE_ROW, compose_row
-    from study import load_study, settings_key
+    from experiments.cost import REFERENCE_ROW, compose_row
+    from experiments.study import load_study, settings_key
 
     variants: dict[str, dict] = {}
     rows: dict[str, str] = {}

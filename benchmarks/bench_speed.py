@@ -54,7 +54,6 @@ TARGETS = {"inference_s": 0.75, "inference_peak": 0.5, "train_step_s": 0.8, "tra
 
 INFERENCE_CHILD = """
 import json, resource, sys, time, torch
-sys.path.insert(0, {root!r})
 from benchmarks.reference_style import reference_forward
 from nrknet.accel import accelerate
 from nrknet.models.nrknet import NRKNet
@@ -73,7 +72,6 @@ print(json.dumps({{"forward_s": elapsed, "cpu_s": cpu,
 TRAIN_CHILD = """
 import json, resource, statistics, sys, time, torch
 import torch.nn.functional as F
-sys.path.insert(0, {root!r})
 from benchmarks.reference_style import reference_forward
 from nrknet.accel import accelerate
 from nrknet.models.nrknet import NRKNet

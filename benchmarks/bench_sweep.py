@@ -14,7 +14,7 @@ job's end, from its files).
   jobs on one GPU (``CUDA_VISIBLE_DEVICES`` picks it), N = 1, 2, 4, 8;
 * ``--size tiny`` (the default on a CPU): width 4, 32x32 crops, N = 1, 2.
 
-Usage: python benchmarks/bench_sweep.py [--size tiny|gpu] [--jobs 1,2] [--steps 5]
+Usage: python -m benchmarks.bench_sweep [--size tiny|gpu] [--jobs 1,2] [--steps 5]
 """
 
 from __future__ import annotations
@@ -30,10 +30,9 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.sweep_timing import RECORD, steady_throughput
 
-from benchmarks.sweep_timing import RECORD, steady_throughput  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SIZES = {
     "tiny": {

@@ -5,7 +5,7 @@ defocus rendering and quantisation; photographs already loaded) at 256x256
 and 512x512, and a whole small set written by ``generate_dataset`` (PNG
 encoding and ``meta.json`` included) at 256x256.
 
-Usage: python benchmarks/bench_synthetic.py [--quick]
+Usage: python -m benchmarks.bench_synthetic [--quick]
 """
 
 from __future__ import annotations

@@ -37,6 +37,11 @@ def machine() -> dict:
     }
 
 
+def _with_root(pythonpath: str | None) -> str:
+    """``PYTHONPATH`` with the repository root first, so that a child imports ``benchmarks.*``."""
+    return os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), pythonpath]))
+
+
 def run_child(code: str, repeats: int = 1, env: dict | None = None) -> dict:
     """Run ``code`` in fresh interpreters; it must print one JSON line. Returns median figures.
 
@@ -50,7 +55,11 @@ def run_child(code: str, repeats: int = 1, env: dict | None = None) -> dict:
             [sys.executable, "-c", code],
             capture_output=True,
             text=True,
-            env={**os.environ, **(env or {})},
+            env={
+                **os.environ,
+                "PYTHONPATH": _with_root(os.environ.get("PYTHONPATH")),
+                **(env or {}),
+            },
             check=False,
         )
         walls.append(time.perf_counter() - start)

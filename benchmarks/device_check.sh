@@ -21,7 +21,7 @@
 #   5. data:    the training loader on this machine's cores (data_device.json);
 #   6. predict: nrknet-predict on a 24 MP image (off unless RUN_PREDICT=1: measured before).
 # Any part can be skipped with SKIP_<PART>=1. The study cost table comes from gpu.json
-# afterwards, on any machine: python experiments/cost.py --markdown --gpu <gpu.json>.
+# afterwards, on any machine: python -m experiments.cost --markdown --gpu <gpu.json>.
 # Writes to $OUT (or benchmarks/results).
 set -uo pipefail
 OUT=${OUT:-benchmarks/results}
@@ -60,14 +60,14 @@ gpu_bench() {
   NRKNET_BENCH_COMPILE=$([ -n "${SKIP_COMPILE:-}" ] && echo 0 || echo 1) \
     NRKNET_BENCH_COMPILE_BUDGET_S=${COMPILE_BUDGET_S:-150} \
     NRKNET_BENCH_PARTIAL="$OUT/gpu_partial.json" \
-    python3 benchmarks/run_all.py --only gpu >"$OUT/gpu.log" 2>&1 \
+    python3 -m benchmarks.run_all --only gpu >"$OUT/gpu.log" 2>&1 \
     && cp benchmarks/results/gpu.json "$OUT/gpu.json"
   local rc=$?
   tail -40 "$OUT/gpu.log"
   return $rc
 }
 sweep_bench() {
-  python3 benchmarks/bench_sweep.py --size gpu --jobs "${SWEEP_JOBS:-1,2,4,8}" \
+  python3 -m benchmarks.bench_sweep --size gpu --jobs "${SWEEP_JOBS:-1,2,4,8}" \
     --partial "$OUT/sweep_gpu.json" >"$OUT/sweep_gpu.log" 2>&1
   local rc=$?
   head -8 "$OUT/sweep_gpu.log"
@@ -85,10 +85,10 @@ train_gpu() {
   return $rc
 }
 variants_bench() {
-  python3 benchmarks/bench_gpu_variants.py --out "$OUT/gpu_variants.json" 2>&1 | grep -v Warning | tail -25
+  python3 -m benchmarks.bench_gpu_variants --out "$OUT/gpu_variants.json" 2>&1 | grep -v Warning | tail -25
 }
 data_bench() {
-  python3 benchmarks/run_all.py --only data && cp benchmarks/results/data.json "$OUT/data_device.json"
+  python3 -m benchmarks.run_all --only data && cp benchmarks/results/data.json "$OUT/data_device.json"
 }
 
 export -f gpu_tests gpu_bench sweep_bench train_gpu variants_bench data_bench
@@ -99,5 +99,5 @@ part sweep 90 240 bash -c sweep_bench
 part train 90 180 bash -c train_gpu
 part variants 60 200 bash -c variants_bench
 part data 90 150 bash -c data_bench
-[ -n "${RUN_PREDICT:-}" ] && part predict 120 240 python3 benchmarks/device_predict.py "$OUT/predict_gpu.json"
+[ -n "${RUN_PREDICT:-}" ] && part predict 120 240 python3 -m benchmarks.device_predict "$OUT/predict_gpu.json"
 echo "== done after $((SECONDS - END + ${BUDGET_S:-480})) s"

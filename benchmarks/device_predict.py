@@ -15,11 +15,9 @@ import cv2
 import numpy as np
 import torch
 
+from benchmarks.common import machine
 from nrknet.models.nrknet import NRKNet
 from nrknet.weights.checkpoint import save_model
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import machine  # noqa: E402
 
 
 def main(

@@ -1,6 +1,6 @@
 """Run the benchmarks, print one table each and write benchmarks/results/<name>.json.
 
-Usage: python benchmarks/run_all.py [--quick] [--only model,synthetic,data,...]
+Usage: python -m benchmarks.run_all [--quick] [--only model,synthetic,data,...]
 """
 
 from __future__ import annotations
@@ -8,14 +8,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from rich.console import Console
+from rich.table import Table
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from benchmarks.common import machine, save  # noqa: E402
+from benchmarks.common import machine, save
 
 BENCHMARKS = {
     "model": "benchmarks.bench_model",

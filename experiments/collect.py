@@ -1,6 +1,6 @@
 """Collect the runs of a study (a Hydra multirun folder) into the paper's table and a bar chart.
 
-    python experiments/collect.py --study table3_rkr --runs logs/train/multiruns/<date_time>
+    python -m experiments.collect --study table3_rkr --runs logs/train/multiruns/<date_time>
 
 Reads every job's ``metrics.json`` (written by nrknet-train: the scores, and the
 overrides that say which row it ran, see ``study.py``; ``.hydra/overrides.yaml``
@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 
 import yaml
-from study import StudyError, job_settings, load_study, row_matches
+
+from experiments.study import StudyError, job_settings, load_study, row_matches
 
 
 class CollectError(ValueError):

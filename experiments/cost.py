@@ -1,6 +1,6 @@
 """GPU-hours of each study's training at the speed measured on a GPU (``gpu.json``).
 
-    python experiments/cost.py [STUDY ...] [--gpu benchmarks/results/gpu.json]
+    python -m experiments.cost [STUDY ...] [--gpu benchmarks/results/gpu.json]
                                [--precision bf16-mixed] [--markdown]
                                [--variants benchmarks/results/gpu_variants.json]
                                [--sweep benchmarks/results/sweep_gpu.json]
@@ -47,8 +47,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from study import StudyError, known_studies, load_study, settings_key
 
+from experiments.study import StudyError, known_studies, load_study, settings_key
 from nrknet.analysis.complexity import forward_macs
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 """A study's rows (``experiments/<study>/table.yaml``) and the Hydra multirun that runs them.
 
-    python experiments/study.py table3_rkr      # prints the multirun overrides
+    python -m experiments.study table3_rkr      # prints the multirun overrides
 
 Each row names an ``experiment`` and, where rows of one experiment differ in a setting,
 ``overrides`` in Hydra syntax (e.g. ``[model.num_levels=15]``). The rows must form a full

@@ -84,3 +84,18 @@ def test_importing_the_data_package_loads_no_framework():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_scripts_import_the_package_as_a_package():
+    """Benchmarks, experiments and tests import ``benchmarks.*`` and ``experiments.*`` as packages
+    (run as ``python -m`` from the repository root); nothing edits ``sys.path``."""
+    root = PACKAGE.parents[1]
+    edits = [
+        f"{path.relative_to(root)}:{number}"
+        for folder in ("benchmarks", "experiments", "tests", "src")
+        for path in sorted((root / folder).rglob("*.py"))
+        if path != Path(__file__).resolve()
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if "sys.path.insert" in line or "sys.path.append" in line
+    ]
+    assert not edits, edits

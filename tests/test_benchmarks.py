@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks import (  # noqa: E402
+from benchmarks import (
     bench_compile_cpu,
     bench_data,
     bench_gpu,
     bench_gpu_variants,
     bench_speed,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
+
 
 TOY = {
     "inference": dict(

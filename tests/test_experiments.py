@@ -5,21 +5,17 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from experiments import collect, study
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from conftest import CONFIG_DIR, tiny_overrides
 from nrknet.train import train
 from nrknet.utils.config import require_numbers
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-import collect  # noqa: E402
-import study  # noqa: E402
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 STUDIES = study.known_studies()
@@ -86,7 +82,7 @@ def training_steps(monkeypatch) -> list[dict]:
         loss = real_step(self, batch, batch_idx)
         steps.append(
             {
-                "loss": None if loss is None else float(loss),
+                "loss": None if loss is None else float(loss.detach()),
                 "autocast": torch.is_autocast_enabled("cpu"),
                 "dtype": torch.get_autocast_dtype("cpu"),
             }

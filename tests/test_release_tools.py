@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from experiments.release import demo, package, score, verify
 from PIL import Image
 
 from nrknet.models.unet_baseline import UNetBaseline
 from nrknet.weights import Registry, resolve_checkpoint
 from nrknet.weights.checkpoint import load_model, save_model
 from nrknet.weights.registry import REGISTRY_FILE
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "release"))
-import demo  # noqa: E402
-import package  # noqa: E402
-import score  # noqa: E402
-import verify  # noqa: E402
 
 
 @pytest.fixture

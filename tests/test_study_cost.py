@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from experiments import cost
+from experiments.study import StudyError
 from omegaconf import OmegaConf
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-import cost  # noqa: E402
-from study import StudyError  # noqa: E402
 
 EAGER = {"32-true": {"images_per_s": 10.0}, "shape": "8x3x256x256"}
 

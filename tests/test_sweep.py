@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from benchmarks import bench_sweep, sweep_timing
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -24,15 +25,12 @@ from conftest import tiny_overrides
 from nrknet.train import place_concurrent_job, refuse_ddp_in_a_local_multirun
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks import bench_sweep, sweep_timing  # noqa: E402
 
 
 def _collect_table3(sweep_dir: Path) -> dict:
     collect = subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / "collect.py"), "--study", "table3_rkr", "--runs", str(sweep_dir)],
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "experiments.collect", "--study", "table3_rkr", "--runs", str(sweep_dir)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert collect.returncode == 0, collect.stderr
     return json.loads((sweep_dir / "table.json").read_text())

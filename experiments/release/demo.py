@@ -1,6 +1,6 @@
 """The README's picture: a real photograph defocused by the renderer, deblurred by a bundled model.
 
-    python experiments/release/demo.py [--model NAME] [--defocus-model NAME] [--out PNG]
+    python -m experiments.release.demo [--model NAME] [--defocus-model NAME] [--out PNG]
 
 The photograph is matplotlib's sample portrait of Grace Hopper (public domain;
 in no split of the rendered data). The renderer defocuses it with a depth

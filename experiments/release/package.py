@@ -1,6 +1,6 @@
 """Turn a training run's checkpoint into a bundled model: weights only, sha256, registry entry.
 
-    python experiments/release/package.py RUN_DIR NAME [--ckpt last] [--description TEXT] [--write]
+    python -m experiments.release.package RUN_DIR NAME [--ckpt last] [--description TEXT] [--write]
 
 Reads ``RUN_DIR/checkpoints/<ckpt>.ckpt``, writes the model alone (no
 optimizer state) to ``src/nrknet/weights/files/NAME.ckpt`` and prints the

@@ -1,8 +1,8 @@
 """Score models on a split of a rendered set: PSNR / SSIM of each output and of the blurry input.
 
-    python experiments/release/score.py                      # the bundled models, release test split
-    python experiments/release/score.py --split val MODEL...  # checkpoints or registry names
-    python experiments/release/score.py --folder DIR MODEL... # any DPDD-layout split (source/, target/)
+    python -m experiments.release.score                      # the bundled models, release test split
+    python -m experiments.release.score --split val MODEL...  # checkpoints or registry names
+    python -m experiments.release.score --folder DIR MODEL... # any DPDD-layout split (source/, target/)
 
 Without ``--folder`` the images are the split of the set that the experiment
 (``--experiment``, default ``release_cpu``) trains on, under ``--data-dir``;

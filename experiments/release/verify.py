@@ -1,6 +1,6 @@
 """Check that a rerun of the release recipe reproduces a bundled model.
 
-    python experiments/release/verify.py RUN_DIR NAME [--ckpt last] [--atol 0] [--json FILE]
+    python -m experiments.release.verify RUN_DIR NAME [--ckpt last] [--atol 0] [--json FILE]
 
 Loads ``RUN_DIR/checkpoints/<ckpt>.ckpt`` (the rerun) and the bundled model
 ``NAME`` (resolved through the registry, its sha256 checked), and compares
@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 import torch
-from package import read_run
 
+from experiments.release.package import read_run
 from nrknet.utils.config import config_differences
 
 # Where a run writes, not how it trains: these may differ between a run and its rerun.

@@ -1,0 +1,1 @@
+"""The bundled models: packaging, verifying and scoring them (``python -m experiments.release.<name>``)."""
