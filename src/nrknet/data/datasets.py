@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -398,6 +398,18 @@ class BlurryOnlyDataset(Dataset):
         raise NRKNetDataError("every image of the dataset is unreadable")
 
 
+#: Each kind of test set and how its pairs are found under its root; ``options`` are the
+#: keyword arguments of :func:`make_test_dataset` not used otherwise (each scanner takes its own).
+TEST_SET_SCANNERS: dict[str, Callable[[str | os.PathLike, dict[str, Any]], list]] = {
+    "dpdd": lambda root, options: scan_dpdd(root, options.pop("split", "test")),
+    "lfdof": lambda root, options: scan_lfdof(root, "test", options.pop("list_file", None)),
+    "realdof": lambda root, options: scan_realdof(root),
+    "rtf": lambda root, options: scan_rtf(root, options.pop("subset", "0")),
+    "synthetic": lambda root, options: scan_dpdd(root, options.pop("split", "test")),
+}
+TEST_SET_KINDS = tuple(TEST_SET_SCANNERS)
+
+
 def make_test_dataset(
     kind: str,
     root: str | os.PathLike,
@@ -406,26 +418,20 @@ def make_test_dataset(
     check_files: bool = True,
     **options: Any,
 ) -> PairedImageDataset:
-    """The test set of a benchmark: ``kind`` is ``dpdd``, ``lfdof``, ``realdof``, ``rtf`` or ``synthetic``.
+    """The test set of a benchmark: ``kind`` is one of :data:`TEST_SET_KINDS`.
 
     RTF gets ``score_crop`` :data:`RTF_SCORE_CROP`. ``options``: ``split``
     (DPDD/synthetic, default ``"test"``), ``list_file`` (LFDOF), ``subset``
     (RTF, default ``"0"``) and ``score_crop`` (overrides the default).
     """
     kind = str(kind).lower()
-    score_crop = options.pop("score_crop", RTF_SCORE_CROP if kind == "rtf" else None)
-    if kind in ("dpdd", "synthetic"):
-        pairs = scan_dpdd(root, options.pop("split", "test"))
-    elif kind == "lfdof":
-        pairs = scan_lfdof(root, "test", options.pop("list_file", None))
-    elif kind == "realdof":
-        pairs = scan_realdof(root)
-    elif kind == "rtf":
-        pairs = scan_rtf(root, options.pop("subset", "0"))
-    else:
+    if kind not in TEST_SET_SCANNERS:
         raise ValueError(
-            f"unknown test set kind {kind!r}; expected dpdd, lfdof, realdof, rtf or synthetic"
+            f"unknown test set kind {kind!r}; expected {', '.join(TEST_SET_KINDS[:-1])} or "
+            f"{TEST_SET_KINDS[-1]}"
         )
+    score_crop = options.pop("score_crop", RTF_SCORE_CROP if kind == "rtf" else None)
+    pairs = TEST_SET_SCANNERS[kind](root, options)
     if options:
         raise ValueError(f"unexpected options for a {kind} test set: {sorted(options)}")
     return PairedImageDataset(

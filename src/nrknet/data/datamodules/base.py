@@ -11,14 +11,10 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from nrknet.data.cache import check_cache_mode
-from nrknet.data.datasets import PairedImageDataset, make_test_dataset
+from nrknet.data.datasets import TEST_SET_KINDS, PairedImageDataset, make_test_dataset
 from nrknet.data.io import NRKNetDataError
-from nrknet.data.layouts import (
-    Pair,
-)
+from nrknet.data.layouts import Pair
 from nrknet.data.resumable import resumable_loader, run_seed
-
-TEST_SET_KINDS = ("dpdd", "lfdof", "realdof", "rtf", "synthetic")
 
 
 def _normalise_extra(extra: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
