@@ -101,3 +101,37 @@ def test_resume_from_last_checkpoint_continues_epoch_and_step(
     assert resumed["global_step"] == 3 * steps_per_epoch
     rows = epoch_losses(run_dir)
     assert len(rows) == 3  # the CSV log continues rather than starting over
+
+
+def test_a_first_run_reads_clean(tmp_path, synthetic_data_dir):
+    """No advertising tips, no deprecation warning from inside Lightning, and the LPIPS notice
+    (offline here) once, on one line without the source line that raised it."""
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    args = [
+        "experiment=quickstart", *tiny_overrides(synthetic_data_dir, tmp_path),
+        f"hydra.run.dir={run}", "trainer.max_epochs=1", "metrics.lpips=auto",
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "WANDB_MODE": "offline",
+        "TORCH_HOME": str(tmp_path / "torch"),
+    }
+    env.pop("NRKNET_DEBUG", None)
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nrknet.train", *args],
+        env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert "Tip:" not in out and "litlogger" not in out and "litmodels" not in out
+    assert "LeafSpec" not in out
+    lpips_lines = [line for line in out.splitlines() if "LPIPS unavailable" in line]
+    assert len(lpips_lines) == 1, lpips_lines
+    assert lpips_lines[0].startswith("RuntimeWarning: LPIPS unavailable")
+    assert "warnings.warn" not in out

@@ -11,14 +11,23 @@ traceback is shown with ``--debug`` (the argparse tools), ``NRKNET_DEBUG=1`` or
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 from nrknet.errors import NRKNetError, root_cause
 
-__all__ = ["USAGE_ERROR_STATUS", "debug_requested", "finish_wandb", "reported", "user_errors"]
+__all__ = [
+    "USAGE_ERROR_STATUS",
+    "debug_requested",
+    "finish_wandb",
+    "reported",
+    "tidy_console",
+    "user_errors",
+]
 
 #: The exit status of every error :func:`reported` turns into one line.
 USAGE_ERROR_STATUS = 2
@@ -81,3 +90,32 @@ def finish_wandb() -> None:
 
         if wandb.run is not None:
             wandb.finish()
+
+
+class _WithoutAdvertising(logging.Filter):
+    """Drops Lightning's tips about its cloud products (litlogger, litmodels)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB} Tip:")
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"{category.__name__}: {str(message).strip()}\n"
+
+
+def tidy_console() -> None:
+    """What a training or evaluation run prints, said once and in few lines.
+
+    Lightning's advertising tips and a deprecation warning raised inside
+    Lightning itself are dropped; every other warning is printed as one line,
+    without the source line that raised it. ``NRKNET_DEBUG=1`` keeps Python's
+    usual warnings.
+    """
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _WithoutAdvertising) for f in logger.filters):
+            logger.addFilter(_WithoutAdvertising())
+    # raised by Lightning's own code with the installed PyTorch; nothing a user can change
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    if not debug_requested():
+        warnings.formatwarning = _one_line_warning

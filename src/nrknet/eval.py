@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from nrknet.analysis.reporting import print_run_summary, write_reports
-from nrknet.cli import reported
+from nrknet.cli import reported, tidy_console
 from nrknet.training.module import NRKNetModule
 from nrknet.utils.config import CONFIG_DIR, instantiate_group, require_accelerator
 from nrknet.weights import resolve_checkpoint
@@ -89,6 +89,7 @@ def evaluate(cfg: DictConfig) -> float | None:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 @reported("nrknet-eval", exits=True)
 def main(cfg: DictConfig) -> float | None:
+    tidy_console()
     return evaluate(cfg)
 
 

@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from nrknet.analysis.reporting import print_run_summary, write_reports
-from nrknet.cli import reported
+from nrknet.cli import reported, tidy_console
 from nrknet.training.batch_log import for_batch_jobs
 from nrknet.training.callbacks import AtomicCheckpointIO
 from nrknet.utils.atomic import atomic_write_text, remove_stale_temporaries
@@ -253,6 +253,7 @@ def _loggable(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @reported("nrknet-train", exits=True)
 def main(cfg: DictConfig) -> float | None:
+    tidy_console()
     return train(cfg)
 
 

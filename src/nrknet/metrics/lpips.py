@@ -164,13 +164,15 @@ def get_lpips_model(
                 _lpips_models[key] = copy.deepcopy(_lpips_models["cpu"]).to(device)
             return _lpips_models[key]
         except Exception as exc:  # no network, unreadable file, ...
-            _lpips_failure = f"{type(exc).__name__}: {exc}. {_how_to_provide(path)}"
+            reason = (str(exc).strip().splitlines() or [""])[0]
+            _lpips_failure = f"{type(exc).__name__}: {reason}. {_how_to_provide(path)}"
     if mode == "required":
         raise MetricsError(f"LPIPS is required but unavailable ({_lpips_failure})")
     if not _lpips_warned:
         _lpips_warned = True
         warnings.warn(
-            f"LPIPS unavailable, reported as None/NaN ({_lpips_failure})",
+            f"LPIPS unavailable, reported as None/NaN ({_lpips_failure}; metrics.lpips=off "
+            "leaves it out)",
             RuntimeWarning,
             stacklevel=2,
         )
