@@ -100,3 +100,15 @@ def test_predict_without_ckpt_deblurs_with_the_bundled_model_offline(offline, tm
     sharp = as_tensor(pair.sharp)
     gain = float(psnr(as_tensor(out), sharp) - psnr(as_tensor(pair.blurry), sharp))
     assert gain > 0.1, f"the bundled model gained only {gain:+.3f} dB on a rendered test pair"
+
+
+def test_the_default_model_is_the_nrknet_so_side_files_work_offline(offline, tmp_path, capsys):
+    """``nrknet-predict photos/ --out out/ --defocus-map --figures`` with no ``--ckpt``."""
+    pair = render_pair(SynthSettings(size=96, max_coc=6.0, seed=3), "test", 1)
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(pair.blurry).save(tmp_path / "photos" / "a.png")
+    args = [str(tmp_path / "photos"), "--out", str(tmp_path / "out"), "--quiet"]
+    assert predict_main([*args, "--defocus-map", "--figures"]) == 0
+    assert "model nrknet-synthetic (the default" in capsys.readouterr().err
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert {"a.png", "a.defocus.png", "a.defocus_color.png", "atoms.png"} <= set(written)
