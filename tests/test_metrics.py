@@ -190,6 +190,8 @@ def lpips_state(monkeypatch, tmp_path):
         raise urllib.error.URLError("no network in tests")
 
     monkeypatch.setattr(lpips_metric, "_fetch", failing_fetch)
+    # the tests' AlexNet is a randomly initialised stand-in, not torchvision's file
+    monkeypatch.setattr(lpips_metric, "_check_alexnet_file", lambda path: None)
     lpips_metric.reset_lpips_cache()
     yield calls
     lpips_metric.reset_lpips_cache()
@@ -444,3 +446,15 @@ def test_the_alexnet_weights_are_pinned_by_their_whole_sha256(monkeypatch, tmp_p
     with pytest.raises(OSError, match="checksum mismatch"):
         lpips_metric._fetch("https://example.invalid/alexnet.pth", dest)
     assert not dest.exists()
+
+
+def test_a_file_at_the_alexnet_place_is_checked_at_every_use(monkeypatch, tmp_path) -> None:
+    """Not only a download: a file already in ``$TORCH_HOME`` that is not torchvision's is refused."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    lpips_metric.reset_lpips_cache()
+    try:
+        _write_stand_in_alexnet()
+        with pytest.raises(MetricsError, match=r"has sha256 [0-9a-f]{64}, not that of torchvision"):
+            get_lpips_model(mode="required", download=False)
+    finally:
+        lpips_metric.reset_lpips_cache()

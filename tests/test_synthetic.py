@@ -532,3 +532,20 @@ def test_regenerating_refuses_to_delete_files_it_did_not_write(tmp_path: Path) -
     (out / "train_c" / "source" / "extra.txt").unlink()
     generate_dataset(out, seed=2, **SMALL)
     assert json.loads((out / "meta.json").read_text())["settings"]["seed"] == 2
+
+
+def test_files_put_into_the_set_while_it_renders_are_not_deleted(tmp_path, monkeypatch) -> None:
+    """The check runs again just before the old set is replaced."""
+    out = generate_dataset(tmp_path / "set", seed=1, **SMALL)
+    real_render = synth_writer._render_and_write
+
+    def render_and_meanwhile_add_a_file(job):
+        (out / "added_meanwhile.txt").write_text("mine")
+        return real_render(job)
+
+    monkeypatch.setattr(synth_writer, "_render_and_write", render_and_meanwhile_add_a_file)
+    with pytest.raises(NRKNetDataError, match=r"did not write \(added_meanwhile\.txt\)"):
+        generate_dataset(out, seed=2, **SMALL)
+    assert (out / "added_meanwhile.txt").read_text() == "mine"
+    assert json.loads((out / "meta.json").read_text())["settings"]["seed"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]  # no temporary left

@@ -86,10 +86,30 @@ def write_hostile_files(folder: Path, proof: Path, victim: Path) -> dict[str, Pa
             },
         },
     )
+    # no _target_ to check: an OmegaConf resolver would make one while Hydra builds the bank
+    made = "{_target_: builtins.open, file: " + str(victim) + ", mode: w}"
+    with_model_config(
+        "interpolation",
+        {
+            **base,
+            "atoms": {
+                "_target_": "nrknet.ops.atoms.RecursiveAtoms",
+                "_partial_": True,
+                "bank": "${oc.create:" + made + "}",
+            },
+        },
+    )
     return files
 
 
-HOSTILE = ("pickle_zip", "pickle_legacy", "target_top", "target_nested_call", "target_nested_open")
+HOSTILE = (
+    "pickle_zip",
+    "pickle_legacy",
+    "target_top",
+    "target_nested_call",
+    "target_nested_open",
+    "interpolation",
+)
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +122,20 @@ def hostile(tmp_path_factory) -> dict:
     photos.mkdir()
     cv2.imwrite(str(photos / "a.png"), np.full((24, 24, 3), 128, np.uint8))
     return {"root": root, "proof": proof, "victim": victim, "files": files, "photos": photos}
+
+
+def test_the_interpolation_file_would_truncate_the_victim_without_the_check(tmp_path, monkeypatch):
+    """The hostile interpolation is real: with the check taken out, building the model opens
+    the victim for writing."""
+    import nrknet.weights.checkpoint as checkpoint
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text(VICTIM_TEXT)
+    files = write_hostile_files(tmp_path / "files", tmp_path / "proof", victim)
+    monkeypatch.setattr(checkpoint, "recorded_targets", lambda config, where="model": iter(()))
+    with pytest.raises(Exception):  # noqa: B017 - the bank is no module; the harm is done first
+        load_model(files["interpolation"])
+    assert victim.read_text() == ""
 
 
 def run(program: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -189,6 +223,8 @@ def test_the_refusals_say_why(hostile, tmp_path):
         load_model(files["target_top"])
     with pytest.raises(UntrustedCodeError, match=r"model\.atoms: .*os\.system.*trust_code=true"):
         load_model(files["target_nested_call"])
+    with pytest.raises(UntrustedCodeError, match=r"model\.atoms\.bank: .*interpolation"):
+        load_model(files["interpolation"], trust_code=True)
     # even when code is trusted, a checkpoint may only name nn.Module subclasses
     for kind, name in (("target_top", "os.system"), ("target_nested_open", "builtins.open")):
         with pytest.raises(UntrustedCodeError, match=f"{name} is not a torch.nn.Module subclass"):

@@ -76,6 +76,19 @@ def _fetch(url: str, dest: Path, timeout: float = DOWNLOAD_TIMEOUT_S) -> None:
             raise OSError(f"checksum mismatch for {url}")
 
 
+def _check_alexnet_file(path: Path) -> None:
+    """Refuse a file at the AlexNet weights' place that is not torchvision's (checked at every use)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    if digest.hexdigest() != ALEXNET_SHA256:
+        raise MetricsError(
+            f"{path} has sha256 {digest.hexdigest()}, not that of torchvision's "
+            f"{ALEXNET_FILENAME} ({ALEXNET_SHA256}); delete it and it is downloaded again"
+        )
+
+
 def _how_to_provide(path: Path) -> str:
     return (
         f"LPIPS needs torchvision's AlexNet ImageNet weights: put {ALEXNET_FILENAME} into "
@@ -159,6 +172,7 @@ def get_lpips_model(
                     raise FileNotFoundError(f"{path} does not exist and downloading is disabled")
                 _fetch(ALEXNET_URL, path)
             if "cpu" not in _lpips_models:
+                _check_alexnet_file(path)
                 _lpips_models["cpu"] = _build_lpips(path)
             if key not in _lpips_models:
                 _lpips_models[key] = copy.deepcopy(_lpips_models["cpu"]).to(device)

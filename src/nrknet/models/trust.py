@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import reprlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,17 +33,41 @@ TRUSTED_PACKAGE = "nrknet"
 _IMPORT_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 
-def recorded_targets(config: Any, where: str = "model") -> Iterator[tuple[str, Any]]:
-    """``(setting, _target_)`` for every ``_target_`` in a recorded configuration, at any depth."""
+#: How deep a recorded configuration may nest (the project's own go three levels deep).
+MAX_DEPTH = 16
+
+
+def recorded_targets(
+    config: Any, where: str = "model", depth: int = 0
+) -> Iterator[tuple[str, Any]]:
+    """``(setting, _target_)`` for every ``_target_`` in a recorded configuration, at any depth.
+
+    Raises :class:`~nrknet.errors.UntrustedCodeError` for what the configuration
+    may not hold at all: a key that is not a plain name, nesting deeper than
+    :data:`MAX_DEPTH`, and text with ``${`` anywhere (Hydra resolves OmegaConf
+    interpolations before it builds, and a resolver such as ``oc.create`` could
+    make a ``_target_`` that no check saw, or ``oc.env`` read the environment).
+    """
+    if depth > MAX_DEPTH:
+        raise UntrustedCodeError(f"{where}: the recorded configuration nests too deeply")
     if isinstance(config, dict):
         for key, value in config.items():
+            if not isinstance(key, str) or not key.isidentifier():
+                raise UntrustedCodeError(
+                    f"{where}: a key of the recorded configuration is not a name"
+                )
             if key == "_target_":
                 yield where, value
             else:
-                yield from recorded_targets(value, f"{where}.{key}")
+                yield from recorded_targets(value, f"{where}.{key}", depth + 1)
     elif isinstance(config, list | tuple):
         for index, value in enumerate(config):
-            yield from recorded_targets(value, f"{where}[{index}]")
+            yield from recorded_targets(value, f"{where}[{index}]", depth + 1)
+    elif isinstance(config, str) and "${" in config:
+        raise UntrustedCodeError(
+            f"{where}: the recorded configuration holds an interpolation (${{...}}), which "
+            "building it would resolve; a checkpoint records plain values only"
+        )
 
 
 def is_trusted_module(module: str) -> bool:
@@ -60,7 +85,8 @@ def trusted_class(
     :class:`~nrknet.errors.CheckpointError` when it cannot be imported.
     """
     if not isinstance(target, str) or not _IMPORT_PATH.fullmatch(target):
-        raise UntrustedCodeError(f"{setting}: _target_ {target!r} is not an import path")
+        shown = reprlib.repr(target) if isinstance(target, str) else type(target).__name__
+        raise UntrustedCodeError(f"{setting}: _target_ {shown} is not an import path")
     module_name, _, name = target.rpartition(".")
     if not (trust_code or is_trusted_module(module_name)):
         raise UntrustedCodeError(
@@ -75,5 +101,10 @@ def trusted_class(
         raise UntrustedCodeError(
             f"{setting}: _target_ {target} is not a torch.nn.Module subclass; a checkpoint "
             "may only build networks and their components"
+        )
+    if not (trust_code or is_trusted_module(found.__module__)):  # a name nrknet imported
+        raise UntrustedCodeError(
+            f"{setting}: {target} is defined in {found.__module__}, outside nrknet; load it "
+            f"only if you trust its source, with {option}"
         )
     return found

@@ -17,6 +17,7 @@ import hashlib
 import os
 import shutil
 import socket
+import stat
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -115,6 +116,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs) -> Iterator
     if not mode.startswith("w"):
         raise ValueError(f"atomic_open writes whole files; mode must start with 'w', got {mode!r}")
     with atomic_path(path, fsync=False) as tmp, open(tmp, mode, **kwargs) as f:
+        if Path(path).is_file():  # the replaced file's permissions, before any content is written
+            os.fchmod(f.fileno(), stat.S_IMODE(os.stat(path).st_mode))
         yield f
         f.flush()
         os.fsync(f.fileno())

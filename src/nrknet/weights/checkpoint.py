@@ -118,7 +118,7 @@ def load_model(
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
-            f"{path}: weights do not fit the {cls.__name__} it describes ({config}); "
+            f"{path}: weights do not fit the {cls.__name__} it describes; "
             f"missing: {', '.join(result.missing_keys) or 'none'}; unexpected: {', '.join(result.unexpected_keys) or 'none'}"
         )
     return model

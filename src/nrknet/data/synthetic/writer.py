@@ -79,14 +79,35 @@ def is_complete_dataset(out_dir: str | os.PathLike, settings: SynthSettings) -> 
 
 
 def _files_not_written_by_the_generator(out: Path, meta: dict[str, Any]) -> list[Path]:
-    """The files in ``out`` that the generation recorded in ``meta`` did not write."""
-    if not meta:
+    """What in ``out`` the generation recorded in ``meta`` did not make: files, folders, links."""
+    if not meta or not out.is_dir():
         return []
     written = {out / META_FILE}
     for split_dir, records in (meta.get("images") or {}).items():
-        for index in range(len(records)):
-            written.update(out / split_dir / sub / _file_name(index) for sub in SUBFOLDERS)
-    return sorted(p for p in out.rglob("*") if p not in written and not p.is_dir())
+        written.add(out / split_dir)
+        for sub in SUBFOLDERS:
+            written.add(out / split_dir / sub)
+            written.update(out / split_dir / sub / _file_name(i) for i in range(len(records)))
+    return sorted(p for p in out.rglob("*") if p not in written or p.is_symlink())
+
+
+def _refuse_to_delete_foreign_files(out: Path, meta: dict[str, Any]) -> None:
+    """Raise unless replacing ``out`` (a set made as ``meta`` records, or nothing) loses no one's files."""
+    if not out.is_dir():
+        return
+    if meta.get("generator") != GENERATOR_NAME and any(out.iterdir()):
+        raise NRKNetDataError(
+            f"cannot generate into {out}: the folder is not empty and is not a synthetic set "
+            f"made by {GENERATOR_NAME} (no {META_FILE}); choose a new or empty folder"
+        )
+    if foreign := _files_not_written_by_the_generator(out, meta):
+        shown = ", ".join(str(p.relative_to(out)) for p in foreign[:3])
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise NRKNetDataError(
+            f"cannot regenerate {out} with other settings: it holds files that "
+            f"{GENERATOR_NAME} did not write ({shown}{more}), which replacing the set would "
+            "delete; move them away or choose another folder"
+        )
 
 
 @contextlib.contextmanager
@@ -166,23 +187,10 @@ def generate_dataset(
     out = Path(out_dir).expanduser().absolute()
     if not force and is_complete_dataset(out, settings):
         return out
-    if out.exists():
-        if not out.is_dir():
-            raise NRKNetDataError(f"cannot generate into {out}: it exists and is not a folder")
-        meta = read_meta(out) or {}
-        if meta.get("generator") != GENERATOR_NAME and any(out.iterdir()):
-            raise NRKNetDataError(
-                f"cannot generate into {out}: the folder is not empty and is not a synthetic set "
-                f"made by {GENERATOR_NAME} (no {META_FILE}); choose a new or empty folder"
-            )
-        if foreign := _files_not_written_by_the_generator(out, meta):
-            shown = ", ".join(str(p.relative_to(out)) for p in foreign[:3])
-            more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
-            raise NRKNetDataError(
-                f"cannot regenerate {out} with other settings: it holds files that "
-                f"{GENERATOR_NAME} did not write ({shown}{more}), which replacing the set would "
-                "delete; move them away or choose another folder"
-            )
+    if out.exists() and not out.is_dir():
+        raise NRKNetDataError(f"cannot generate into {out}: it exists and is not a folder")
+    previous = read_meta(out) or {}
+    _refuse_to_delete_foreign_files(out, previous)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out.parent, glob.escape(out.name))  # of generations that were killed
     start = time.perf_counter()
@@ -223,4 +231,6 @@ def generate_dataset(
         }
         # Written last, inside the temporary folder: it is what marks a set complete.
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+        # again just before the old set is replaced: files put there while this one rendered
+        _refuse_to_delete_foreign_files(out, previous)
     return out
