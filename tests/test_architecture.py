@@ -45,8 +45,6 @@ def imports_of(path: Path) -> list[tuple[int, str]]:
 def test_every_import_goes_down_the_layers():
     wrong = []
     for path in sorted(PACKAGE.rglob("*.py")):
-        if path.name == "__main__.py":  # `python -m` shims are entry points by definition
-            continue
         module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
         if module == "nrknet.__init__":
             continue

@@ -22,29 +22,17 @@ import torch
 
 from nrknet.models.nrknet import NRKNet
 from nrknet.models.unet_baseline import UNetBaseline
+from test_model import VARIANTS as MODEL_VARIANTS
 
 GOLDEN = Path(__file__).parent / "fixtures" / "variant_golden.pt"
 SIZE = (32, 40)
 TOLERANCE = 1e-5
 
-#: Every NRKNet variant of conf/model/ and of the studies, at width 8, and the U-Net baseline.
+#: Every NRKNet variant of test_model (the ablations, J, init) at width 8, the residual blur
+#: operator, and the U-Net baseline.
 VARIANTS: dict[str, dict] = {
-    "default": {},
-    "non_recursive": {"atoms": "non_recursive"},
-    "non_separable": {"atoms": "non_separable"},
-    "gaussian": {"atoms": "gaussian"},
-    "J15": {"num_levels": 15},
-    "J25": {"num_levels": 25},
-    "two_scales": {"num_scales": 2},
-    "four_scales": {"num_scales": 4},
-    "full_expansion": {"fusion": "full_expansion"},
-    "no_convlstm": {"recurrent": False},
-    "sum_mixing": {"mixing": "sum"},
-    "free_atoms": {"symmetric_atoms": False},
-    "paper_rkr": {"symmetric_atoms": False, "per_channel_atoms": False, "num_levels": 20},
-    "residual_gate": {"residual_gate": True},
+    **MODEL_VARIANTS,
     "blur_residual": {"blur_residual": True},
-    "xavier": {"init": "xavier"},
     "unet_baseline": {"_unet": True},
 }
 
