@@ -151,3 +151,36 @@ def test_a_finished_run_is_neither_overwritten_nor_resumed_into_another_network(
         with pytest.raises(CheckpointError, match=reason) as error:
             train(compose_train([*fresh, f"ckpt_path={tmp_path / name}"]))
         assert "\n" not in str(error.value)
+
+
+def test_a_run_recorded_with_the_old_module_paths_resumes(
+    compose_train, tmp_path, synthetic_data_dir
+):
+    """Mutation: compare the recorded settings without ``current_targets`` -> refused."""
+    import torch
+
+    from nrknet.weights.init import MOVED_MODULES
+
+    base = ["experiment=quickstart", *tiny_overrides(synthetic_data_dir, tmp_path / "run")]
+    train(compose_train([*base, "test=false", "trainer.max_epochs=1"]))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=True)
+    new_to_old = {new: old for old, new in MOVED_MODULES.items()}
+    loss = ckpt["nrknet"]["run_settings"]["loss"]
+    module, _, name = loss["_target_"].rpartition(".")
+    loss["_target_"] = f"{new_to_old[module]}.{name}"  # as written before the move
+    torch.save(ckpt, last)
+
+    train(compose_train([*base, "test=false", "trainer.max_epochs=2", "auto_resume=true"]))
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_every_moved_module_has_its_new_home():
+    import importlib
+
+    from nrknet.weights.init import MOVED_MODULES
+
+    for old, new in MOVED_MODULES.items():
+        importlib.import_module(new)
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(old)

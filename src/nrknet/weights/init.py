@@ -21,6 +21,43 @@ from nrknet.weights.checkpoint import MODEL_PREFIX, CheckpointError, read_checkp
 
 log = logging.getLogger("nrknet.weights")
 
+# Modules that moved when the package took its present folders: a checkpoint written
+# before records the old paths in its settings, and a resume compares them as the new.
+MOVED_MODULES = {
+    "nrknet.module": "nrknet.training.module",
+    "nrknet.losses": "nrknet.training.losses",
+    "nrknet.schedules": "nrknet.training.schedules",
+    "nrknet.callbacks": "nrknet.training.callbacks",
+    "nrknet.ema": "nrknet.training.ema",
+    "nrknet.batch_log": "nrknet.training.batch_log",
+    "nrknet.wandb_logger": "nrknet.training.wandb_logger",
+    "nrknet.restarts": "nrknet.training.restarts",
+    "nrknet.compile_regions": "nrknet.accel.compile",
+    "nrknet.tiling": "nrknet.inference.tiling",
+    "nrknet.checkpoint": "nrknet.weights.checkpoint",
+    "nrknet.viz": "nrknet.analysis.figures",
+    "nrknet.reporting": "nrknet.analysis.reporting",
+}
+
+
+def current_targets(recorded: Any) -> Any:
+    """``recorded`` with every ``_target_`` of a moved module written as its present path."""
+    if isinstance(recorded, dict):
+        return {
+            key: _current_target(value) if key == "_target_" else current_targets(value)
+            for key, value in recorded.items()
+        }
+    if isinstance(recorded, list):
+        return [current_targets(value) for value in recorded]
+    return recorded
+
+
+def _current_target(target: Any) -> Any:
+    if not isinstance(target, str):
+        return target
+    module, _, name = target.rpartition(".")
+    return f"{MOVED_MODULES[module]}.{name}" if module in MOVED_MODULES else target
+
 
 @dataclass
 class LoadReport:
@@ -175,7 +212,7 @@ def require_same_run(
             f"{setting}={path} holds another network ({what}); resume with the settings it was "
             f"trained with, or start from its weights with init_from={path} init_strict=false"
         )
-    trained_with = recorded.get("run_settings")
+    trained_with = current_targets(recorded.get("run_settings"))
     if settings is None or not trained_with:  # not asked, or recorded before settings were
         return
     changes = [
