@@ -77,7 +77,7 @@ def test_train_missing_dataset_root(tmp_path):
 
 def test_train_unknown_model_variant(tmp_path):
     proc = run("nrknet-train", "model.atoms=wavelet", *hydra_args(tmp_path), cwd=tmp_path)
-    assert_clean_error(proc, "nrknet-train", "unknown atoms 'wavelet'")
+    assert_clean_error(proc, "nrknet-train", "atoms='wavelet' is not known")
 
 
 def test_train_unknown_config_option(tmp_path):

@@ -66,8 +66,7 @@ def test_images_keep_their_sample_type_and_every_level(tmp_path: Path) -> None:
 
 
 def test_cache_that_does_not_fit_names_the_setting_and_sizes(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(cache_module, "_available_memory", lambda: (2 << 30, 8 << 30, None))
-    monkeypatch.setattr(cache_module, "_bytes_per_sample", lambda path, fmt: 1 << 20)
+    monkeypatch.setattr(cache_module, "_available_memory", lambda: (1 << 10, 8 << 30, None))
     with pytest.raises(CacheTooLargeError, match=r"data\.cache=ram.*GiB.*GiB.*data\.cache=none"):
         SharedImageCache([_write(tmp_path / "a.png", _img(40, 40, 0))], progress=False)
 
@@ -87,7 +86,7 @@ def test_file_that_fails_to_decode_is_skipped_or_raised(tmp_path: Path) -> None:
     real = make_realdof(tmp_path / "RealDOF", n=3)
     path = real / "source" / "01.png"
     data = bytearray(path.read_bytes())
-    data[40:-20] = b"\x00" * (len(data) - 60)  # header and end intact: passes the probe
+    data[41:-20] = b"\x00" * (len(data) - 61)  # pixel data only: passes the probe
     path.write_bytes(bytes(data))
     with pytest.raises(ImageReadError, match="01.png"):
         PairedImageDataset(scan_realdof(real), cache="ram")

@@ -99,6 +99,23 @@ def _encoded(ext: str, seed: int = 4) -> bytes:
     return buf.tobytes()
 
 
+def _grey_png(width: int, height: int, pixel_data: bytes) -> bytes:
+    """An 8-bit grey PNG of that size whose IDAT chunk holds ``pixel_data`` (not checked)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", pixel_data)
+        + chunk(b"IEND", b"")
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "content", "reason"),
     [
@@ -132,23 +149,14 @@ def test_missing_file_and_folder(tmp_path: Path) -> None:
         read_image(tmp_path / "nope.png")
     with pytest.raises(ImageReadError, match="folder"):
         read_image(tmp_path)
-    with pytest.raises(ImageReadError):
+    with pytest.raises(ImageReadError, match="file not found"):
         probe_image(tmp_path / "nope.png")
+    with pytest.raises(ImageReadError, match="is not a regular file"):
+        probe_image(tmp_path)
 
 
 def test_an_image_over_opencvs_pixel_limit_names_the_setting_that_raises_it() -> None:
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-        )
-
-    header = struct.pack(">IIBBBBB", 40000, 40000, 8, 0, 0, 0, 0)  # 1.6 gigapixels, grey
-    data = (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(bytes(100)))
-        + chunk(b"IEND", b"")
-    )
+    data = _grey_png(40000, 40000, zlib.compress(bytes(100)))  # 1.6 gigapixels
     with pytest.raises(ImageReadError, match="OPENCV_IO_MAX_IMAGE_PIXELS") as error:
         decode_image(data, "huge.png")
     assert "huge.png" in str(error.value) and "\n" not in str(error.value)
@@ -167,6 +175,63 @@ def test_probe_reports_size(tmp_path: Path, ext: str) -> None:
     cv2.imwrite(str(path), _rng_u8((13, 21, 3)))
     info = probe_image(path)
     assert (info.width, info.height) == (21, 13)
+
+
+@pytest.mark.parametrize(
+    ("ext", "shape", "dtype", "bit_depth"),
+    [
+        (".png", (13, 21), np.uint16, 16),
+        (".png", (13, 21, 3), np.uint16, 16),
+        (".png", (13, 21, 4), np.uint16, 16),
+        (".png", (13, 21, 3), np.uint8, 8),
+        (".jpg", (13, 21), np.uint8, 8),
+        (".bmp", (13, 21, 4), np.uint8, 8),
+        (".tif", (13, 21, 3), np.uint16, 16),
+    ],
+)
+def test_probe_reports_the_bit_depth_a_read_gives(tmp_path, ext, shape, dtype, bit_depth) -> None:
+    path = tmp_path / f"d{ext}"
+    cv2.imwrite(str(path), np.zeros(shape, dtype))
+    info = probe_image(path)
+    assert (info.width, info.height, info.bit_depth) == (21, 13, bit_depth)
+    assert read_image_full(path).bit_depth == bit_depth
+
+
+def test_probe_reads_the_header_without_decoding_the_pixels(tmp_path: Path) -> None:
+    # Over OpenCV's and Pillow's pixel limits, and pixel data that is not even compressed.
+    path = tmp_path / "huge.png"
+    path.write_bytes(_grey_png(40000, 30000, b"not pixels"))
+    info = probe_image(path)
+    assert (info.width, info.height, info.format, info.bit_depth) == (40000, 30000, "png", 8)
+    with pytest.raises(ImageReadError):
+        read_image(path)
+
+
+def _without_jpeg_frame_header(data: bytes) -> bytes:
+    start = data.index(b"\xff\xc0")
+    (length,) = struct.unpack(">H", data[start + 2 : start + 4])
+    return data[:start] + data[start + 2 + length :]
+
+
+@pytest.mark.parametrize(
+    ("ext", "corrupt", "reason"),
+    [
+        (".png", lambda d: d[:12] + b"IHDX" + d[16:], "truncated or corrupt PNG header"),
+        (".png", lambda d: d[:8] + d[-12:], "truncated or corrupt PNG header"),  # no IHDR
+        (".jpg", lambda d: d[:2] + b"junk" + d[2:], "corrupt JPEG header"),
+        (".jpg", _without_jpeg_frame_header, "corrupt JPEG header"),
+        (".bmp", lambda d: d[:14] + struct.pack("<I", 7) + d[18:], "corrupt BMP header"),
+        (".bmp", lambda d: d[:18] + struct.pack("<i", 0) + d[22:], "corrupt BMP header"),
+        (".bmp", lambda d: d[:-10], "truncated BMP (3116 of 3126 bytes)"),
+        (".bmp", lambda d: d[:20], "truncated BMP (20 of 3126 bytes)"),
+    ],
+)
+def test_probe_refuses_corrupt_headers_and_truncated_bmp(tmp_path, ext, corrupt, reason) -> None:
+    path = tmp_path / f"bad{ext}"
+    path.write_bytes(corrupt(_encoded(ext)))
+    with pytest.raises(ImageReadError) as error:
+        probe_image(path)
+    assert error.value.reason == reason
 
 
 # --------------------------------------------------------------------------- EXIF orientation

@@ -1,7 +1,8 @@
 """Fuzzing the image loader: random bytes, truncated PNG/JPEG, odd shapes.
 
 Every input either decodes to a valid float32 RGB image in [0, 1] or raises
-ImageReadError; nothing crashes or hangs. Bounded in examples and time.
+ImageReadError, and probes to a positive size or raises it; nothing crashes or
+hangs. Bounded in examples and time.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nrknet.data.io import ImageReadError, read_image, read_image_full
+from nrknet.data.io import ImageReadError, probe_image, read_image, read_image_full
 
 FUZZ = settings(
     max_examples=60,
@@ -22,6 +23,12 @@ FUZZ = settings(
 
 
 def check_decoded_or_refused(path) -> None:
+    try:
+        info = probe_image(path)
+    except ImageReadError as exc:
+        assert str(path) in str(exc)
+    else:
+        assert info.width > 0 and info.height > 0 and info.bit_depth in (8, 16)
     try:
         img = read_image(path)
     except ImageReadError as exc:

@@ -315,3 +315,19 @@ def test_components_that_cannot_be_recorded_or_built_are_refused(tmp_path):
         load_model(ckpt)
     with pytest.raises(CheckpointError, match="cannot import 'nowhere.Atoms'"):
         load_model(ckpt, trust_code=True)
+
+
+def test_the_config_object_is_what_the_model_records_and_rebuilds_from():
+    from dataclasses import FrozenInstanceError, replace
+
+    from nrknet.models.config import NRKNetConfig
+
+    config = NRKNetConfig(width=4, num_levels=3, atoms="gaussian", blur_residual=True)
+    model = NRKNet(config)
+    assert model.config == config.as_dict()
+    assert NRKNetConfig(**model.config) == config  # a checkpoint's record rebuilds the same
+    assert NRKNet(config, width=6).config["width"] == 6  # keywords replace the object's settings
+    with pytest.raises(FrozenInstanceError):
+        config.width = 8
+    with pytest.raises(ValueError, match="mixing='sum'"):
+        replace(config, mixing="sum")  # checked again when changed: blur_residual needs conv1x1

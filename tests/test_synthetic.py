@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import cv2
@@ -34,6 +35,7 @@ from nrknet.data.synthetic import (
     srgb_to_linear,
 )
 from nrknet.data.synthetic import writer as synth_writer
+from nrknet.errors import ConfigError
 from nrknet.synth import main
 
 NEAR, FAR = DEPTH_RANGE
@@ -289,24 +291,24 @@ def _digest(folder: Path) -> dict[str, str]:
     }
 
 
-SMALL = {"num_train": 3, "num_val": 1, "num_test": 2, "size": 48, "progress": False}
+SMALL = SynthSettings(num_train=3, num_val=1, num_test=2, size=48)
 
 
 def test_same_seed_same_files_in_any_order(tmp_path: Path) -> None:
-    a = generate_dataset(tmp_path / "a", seed=7, **SMALL)
-    b = generate_dataset(tmp_path / "b", seed=7, workers=2, **SMALL)
+    a = generate_dataset(tmp_path / "a", replace(SMALL, seed=7), progress=False)
+    b = generate_dataset(tmp_path / "b", replace(SMALL, seed=7), workers=2, progress=False)
     assert _digest(a) == _digest(b) and len(_digest(a)) == 18
-    c = generate_dataset(tmp_path / "c", seed=8, **SMALL)
+    c = generate_dataset(tmp_path / "c", replace(SMALL, seed=8), progress=False)
     assert _digest(a) != _digest(c)
     # one image alone equals the same image in the set
-    alone = render_pair(
-        SynthSettings(num_train=3, num_val=1, num_test=2, size=48, seed=7), "test", 1
-    )
+    alone = render_pair(replace(SMALL, seed=7), "test", 1)
     assert np.array_equal(cv2.imread(str(a / "test_c/source/00001.png"))[:, :, ::-1], alone.blurry)
 
 
 def test_generated_layout_and_meta(tmp_path: Path) -> None:
-    out = generate_dataset(tmp_path / "set", bit_depth=16, noise=0.01, **SMALL)
+    out = generate_dataset(
+        tmp_path / "set", replace(SMALL, bit_depth=16, noise=0.01), progress=False
+    )
     for split, n in (("train_c", 3), ("val_c", 1), ("test_c", 2)):
         for sub in ("source", "target", "depth"):
             files = sorted((out / split / sub).glob("*.png"))
@@ -342,19 +344,19 @@ def test_interrupted_generation_leaves_nothing(
 
     monkeypatch.setattr(synth_writer, "_render_and_write", flaky)
     with pytest.raises(KeyboardInterrupt):
-        generate_dataset(tmp_path / "set", **SMALL)
+        generate_dataset(tmp_path / "set", SMALL, progress=False)
     assert not (tmp_path / "set").exists()
     assert list(tmp_path.iterdir()) == []  # no temporary folder left either
     settings = SynthSettings(num_train=3, num_val=1, num_test=2, size=48)
     assert not is_complete_dataset(tmp_path / "set", settings)
     # an old complete set survives a failed regeneration with new settings
     monkeypatch.setattr(synth_writer, "_render_and_write", real)
-    generate_dataset(tmp_path / "set", **SMALL)
+    generate_dataset(tmp_path / "set", SMALL, progress=False)
     before = _digest(tmp_path / "set")
     calls["n"] = 0
     monkeypatch.setattr(synth_writer, "_render_and_write", flaky)
     with pytest.raises(KeyboardInterrupt):
-        generate_dataset(tmp_path / "set", **{**SMALL, "seed": 5})
+        generate_dataset(tmp_path / "set", replace(SMALL, seed=5), progress=False)
     assert _digest(tmp_path / "set") == before and is_complete_dataset(tmp_path / "set", settings)
 
 
@@ -362,17 +364,45 @@ def test_refuses_foreign_folder_and_bad_settings(tmp_path: Path) -> None:
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "holiday.jpg").write_bytes(b"x")
     with pytest.raises(NRKNetDataError, match="not empty"):
-        generate_dataset(tmp_path / "mine", **SMALL)
+        generate_dataset(tmp_path / "mine", SMALL, progress=False)
     assert (tmp_path / "mine" / "holiday.jpg").exists()
-    for bad in (
-        {"size": -5},
-        {"num_train": -1},
-        {"bit_depth": 12},
-        {"max_coc": -1.0},
-        {"noise": 2.0},
-    ):
-        with pytest.raises(NRKNetDataError):
-            generate_dataset(tmp_path / "x", **{**SMALL, **bad})
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"size": -5}, "size must be an integer >= 32, got -5"),
+        ({"size": 64.0}, "size must be an integer, got 64.0"),
+        ({"num_train": -1}, "num_train must be an integer >= 0, got -1"),
+        ({"num_train": 0, "num_val": 0, "num_test": 0}, "nothing to generate"),
+        ({"seed": -1}, "seed must be an integer >= 0, got -1"),
+        ({"bit_depth": 12}, "bit_depth=12 is not known; expected one of 8, 16"),
+        ({"max_coc": -1.0}, "max_coc must be a number >= 0, got -1.0"),
+        ({"max_coc": 30}, "max_coc=30 is too large for 48 px images (at most 24)"),
+        ({"noise": 2.0}, "noise must be a number >= 0 and <= 0.5, got 2.0"),
+        ({"read_noise": float("nan")}, "read_noise must be a finite number, got nan"),
+        ({"num_layers": 0}, "num_layers must be an integer >= 1 and <= 256, got 0"),
+        ({"noise_per_pair": "yes"}, "noise_per_pair='yes' is not known"),
+    ],
+)
+def test_bad_settings_are_refused_when_built_naming_the_setting(bad, message) -> None:
+    with pytest.raises(ConfigError) as caught:
+        replace(SMALL, **bad)
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+def test_settings_are_stored_plain_so_the_meta_record_is_unchanged() -> None:
+    """A set written before (same settings) is still recognised: ``as_meta`` is pinned."""
+    given = SynthSettings(
+        num_train=np.int64(3), num_val=1, num_test=2, size=48, max_coc=2, noise=0, read_noise=0
+    )
+    assert given == replace(SMALL, max_coc=2.0) == SynthSettings(**asdict(given))
+    assert json.dumps(given.as_meta()) == (
+        '{"num_train": 3, "num_val": 1, "num_test": 2, "size": 48, "seed": 0, "max_coc": 2.0, '
+        '"bit_depth": 8, "noise": 0.0, "read_noise": 0.0, "num_layers": 16, '
+        '"renderer_version": 2, "depth_range": [1.0, 10.0]}'
+    )
+    assert SMALL.max_coc == 12 * 48 / 256  # filled from the size when not given
 
 
 def test_training_without_rendered_training_pairs_says_so_before_rendering(tmp_path: Path) -> None:
@@ -380,6 +410,13 @@ def test_training_without_rendered_training_pairs_says_so_before_rendering(tmp_p
     with pytest.raises(NRKNetDataError, match="data.num_train=0: training needs at least one"):
         dm.setup("fit")
     assert not (tmp_path / "set").exists()
+
+
+def test_datamodule_settings_are_checked_when_it_is_built(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="size must be an integer >= 32, got 8"):
+        SyntheticDataModule(tmp_path / "set", size=8)
+    with pytest.raises(TypeError, match="num_trian"):  # a misspelt key is not dropped
+        SyntheticDataModule(tmp_path / "set", num_trian=3)
 
 
 def test_datamodule_generates_once_then_reuses(
@@ -395,6 +432,7 @@ def test_datamodule_generates_once_then_reuses(
     monkeypatch.setattr(synth_writer, "_render_and_write", counting)
     kwargs = {"num_train": 3, "num_val": 1, "num_test": 2, "size": 48, "progress": False}
     dm = SyntheticDataModule(tmp_path / "synthetic", batch_size=2, crop_size=32, **kwargs)
+    assert dm.settings == SMALL  # one SynthSettings from the data.* keys
     dm.prepare_data()
     assert calls["n"] == 6
     dm.prepare_data()
@@ -487,14 +525,14 @@ def test_leftovers_of_killed_runs_are_removed(tmp_path: Path) -> None:
     for token in ("abcd1234", "ef567890"):  # a half-written set and a replaced old one
         leftover = tmp_path / f".set.{dead_pid}-{token}.tmp"
         (leftover / "train_c").mkdir(parents=True)
-    generate_dataset(tmp_path / "set", **SMALL)
+    generate_dataset(tmp_path / "set", SMALL, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]
 
 
 def test_a_running_generation_keeps_its_temporary_folder(tmp_path: Path) -> None:
     running = tmp_path / f".set.{os.getppid()}-abcd1234.tmp"  # the parent process is alive
     (running / "train_c").mkdir(parents=True)
-    generate_dataset(tmp_path / "set", **SMALL)
+    generate_dataset(tmp_path / "set", SMALL, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == [running.name, "set"]
     assert (running / "train_c").is_dir()
 
@@ -510,33 +548,33 @@ def test_noise_per_pair_draws_each_pairs_levels_from_clean_to_the_maximum():
     # the same draw every time (deterministic per seed, split and index)
     assert syn.render_pair(settings, "train", 3).info["noise"] == levels[3]
     # a set written without the option keeps its old settings record, so it is still reused
-    plain = syn.SynthSettings(size=48, max_coc=3.0, noise=0.02).resolved()
+    plain = syn.SynthSettings(size=48, max_coc=3.0, noise=0.02)
     assert "noise_per_pair" not in plain.as_meta()
     assert "noise" not in syn.render_pair(plain, "train", 0).info
-    assert settings.resolved().as_meta()["noise_per_pair"] is True
+    assert settings.as_meta()["noise_per_pair"] is True
 
 
 def test_regenerating_refuses_to_delete_files_it_did_not_write(tmp_path: Path) -> None:
-    out = generate_dataset(tmp_path / "set", seed=1, **SMALL)
+    out = generate_dataset(tmp_path / "set", replace(SMALL, seed=1), progress=False)
     (out / "notes.txt").write_text("mine")
     (out / "train_c" / "source" / "extra.txt").write_bytes(b"also mine")
     with pytest.raises(
         NRKNetDataError, match=r"did not write \(notes\.txt, train_c/source/extra\.txt\)"
     ):
-        generate_dataset(out, seed=2, **SMALL)
+        generate_dataset(out, replace(SMALL, seed=2), progress=False)
     assert (out / "notes.txt").read_text() == "mine"
     assert (out / "train_c" / "source" / "extra.txt").is_file()
     # with the same settings the set is reused as it is; once the files are gone it is replaced
-    assert generate_dataset(out, seed=1, **SMALL) == out
+    assert generate_dataset(out, replace(SMALL, seed=1), progress=False) == out
     (out / "notes.txt").unlink()
     (out / "train_c" / "source" / "extra.txt").unlink()
-    generate_dataset(out, seed=2, **SMALL)
+    generate_dataset(out, replace(SMALL, seed=2), progress=False)
     assert json.loads((out / "meta.json").read_text())["settings"]["seed"] == 2
 
 
 def test_files_put_into_the_set_while_it_renders_are_not_deleted(tmp_path, monkeypatch) -> None:
     """The check runs again just before the old set is replaced."""
-    out = generate_dataset(tmp_path / "set", seed=1, **SMALL)
+    out = generate_dataset(tmp_path / "set", replace(SMALL, seed=1), progress=False)
     real_render = synth_writer._render_and_write
 
     def render_and_meanwhile_add_a_file(job):
@@ -545,7 +583,7 @@ def test_files_put_into_the_set_while_it_renders_are_not_deleted(tmp_path, monke
 
     monkeypatch.setattr(synth_writer, "_render_and_write", render_and_meanwhile_add_a_file)
     with pytest.raises(NRKNetDataError, match=r"did not write \(added_meanwhile\.txt\)"):
-        generate_dataset(out, seed=2, **SMALL)
+        generate_dataset(out, replace(SMALL, seed=2), progress=False)
     assert (out / "added_meanwhile.txt").read_text() == "mine"
     assert json.loads((out / "meta.json").read_text())["settings"]["seed"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]  # no temporary left

@@ -6,13 +6,13 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 from nrknet.cli import reported
 from nrknet.data.synthetic.render import SynthSettings
 from nrknet.data.synthetic.writer import generate_dataset, is_complete_dataset
 from nrknet.errors import UsageError
+from nrknet.utils.checks import number
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,8 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args_list: list[str], debug: bool) -> int:
     try:
         args = _build_parser().parse_args(args_list)
-        if args.workers < 1:
-            raise UsageError(f"--workers must be >= 1, got {args.workers}")
+        number("--workers", args.workers, minimum=1, integer=True)
         settings = SynthSettings(
             num_train=args.train,
             num_val=args.val,
@@ -83,15 +82,11 @@ def _run(args_list: list[str], debug: bool) -> int:
             read_noise=args.read_noise,
             num_layers=args.layers,
             noise_per_pair=args.noise_per_pair,
-        ).resolved()
+        )
         reused = not args.force and is_complete_dataset(args.out, settings)
         start = time.perf_counter()
         out = generate_dataset(
-            args.out,
-            **{k: v for k, v in asdict(settings).items()},
-            workers=args.workers,
-            progress=not args.quiet,
-            force=args.force,
+            args.out, settings, workers=args.workers, progress=not args.quiet, force=args.force
         )
     except KeyboardInterrupt:
         print("nrknet-synth: interrupted; no partial set was left behind", file=sys.stderr)

@@ -89,17 +89,6 @@ class _Slot:
     dtype: str = "u1"
 
 
-def _bytes_per_sample(path: Path, image_format: str) -> int:
-    """From the header where it tells (PNG bit depth; JPEG and BMP are 8-bit), else 2 to be safe."""
-    if image_format in ("jpeg", "bmp"):
-        return 1
-    if image_format == "png":
-        with path.open("rb") as f:
-            header = f.read(25)
-        return 2 if len(header) == 25 and header[24] == 16 else 1
-    return 2
-
-
 def _available_memory() -> tuple[int, int, int | None]:
     """(available RAM, total RAM, free space of /dev/shm or None where there is none)."""
     vm = psutil.virtual_memory()
@@ -154,7 +143,7 @@ class SharedImageCache:
                 self._fail(exc)
                 continue
             reserved = int(info.width or 0) * int(info.height or 0) * 3
-            reserved *= _bytes_per_sample(path, info.format)
+            reserved *= 2 if info.bit_depth in (16, None) else 1  # not told: 2 to be safe
             self._slots[path] = _Slot(offset, reserved)
             offset += reserved
         self.nbytes = offset  # reserved from the headers: exact for PNG, JPEG and BMP

@@ -10,9 +10,10 @@ That mode ignores the EXIF orientation of JPEG and PNG files (TIFF files are
 turned by OpenCV itself). ``upright=True`` applies it here, as OpenCV's
 colour reads do, so the pixels come out as a viewer shows the file.
 
-:func:`probe_image` reads only a file's header (and, for PNG and JPEG, its
-last bytes) to get its size and catch truncated files cheaply, which lets the
-datasets validate thousands of files at scan time without decoding them.
+:func:`probe_image` has Pillow read only the header of a PNG, JPEG or BMP
+file, and checks its last bytes (a BMP: its declared size), to get its size
+and catch truncated files cheaply, which lets the datasets validate thousands
+of files at scan time without decoding them.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
+from PIL import BmpImagePlugin, ExifTags, Image, JpegImagePlugin, PngImagePlugin
 
 from nrknet.errors import DataError
 from nrknet.utils.atomic import atomic_write_bytes
@@ -54,8 +57,18 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 _JPEG_SOI = b"\xff\xd8"
 _JPEG_EOI = b"\xff\xd9"
-# Start-of-frame markers that carry the image size (not DHT 0xC4, JPG 0xC8, DAC 0xCC).
-_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+# What Pillow raises for a header it cannot read.
+_PILLOW_ERRORS = (OSError, SyntaxError, ValueError, IndexError, TypeError, struct.error)
+
+# Pillow's header readers for probe_image by the file's first bytes, with the error for a header
+# they refuse. The plugin classes, not Image.open: that one refuses images over Pillow's pixel
+# limit, which OpenCV decodes.
+_HEADER_READERS = {
+    _PNG_SIGNATURE: (PngImagePlugin.PngImageFile, "truncated or corrupt PNG header"),
+    _JPEG_SOI: (JpegImagePlugin.JpegImageFile, "corrupt JPEG header"),
+    b"BM": (BmpImagePlugin.BmpImageFile, "corrupt BMP header"),
+}
 
 _WRITE_FORMATS = {
     ".png": "png",
@@ -104,6 +117,7 @@ class ImageInfo:
     width: int | None
     height: int | None
     format: str
+    bit_depth: int | None = None  #: 8 or 16 bits a sample, as decoded
 
 
 @dataclass
@@ -146,18 +160,13 @@ def _read_bytes(path: Path) -> bytes:
     return data
 
 
-def _check_complete(path: Path, data: bytes) -> None:
-    """Catch truncated PNG and JPEG files, which decoders may accept partially."""
-    if data.startswith(_PNG_SIGNATURE):
-        if _PNG_IEND not in data[-64:]:
-            raise ImageReadError(path, "truncated PNG (no IEND chunk at the end)")
-    elif data.startswith(_JPEG_SOI) and not _jpeg_has_eoi(data[-4096:]):
-        raise ImageReadError(path, "truncated JPEG (no end-of-image marker)")
-
-
-def _jpeg_has_eoi(tail: bytes) -> bool:
+def _check_complete(path: Path, head: bytes, tail: bytes) -> None:
+    """Catch truncated PNG and JPEG files (first bytes, last 4096), which decoders may accept."""
+    if head.startswith(_PNG_SIGNATURE) and _PNG_IEND not in tail[-64:]:
+        raise ImageReadError(path, "truncated PNG (no IEND chunk at the end)")
     # Some cameras append padding or metadata after the end-of-image marker.
-    return tail.rstrip(b"\x00\r\n\t ").endswith(_JPEG_EOI) or _JPEG_EOI in tail
+    if head.startswith(_JPEG_SOI) and _JPEG_EOI not in tail:
+        raise ImageReadError(path, "truncated JPEG (no end-of-image marker)")
 
 
 def decode_image(
@@ -167,7 +176,7 @@ def decode_image(
     path = Path(path)
     if not data:
         raise ImageReadError(path, "file is empty")
-    _check_complete(path, data)
+    _check_complete(path, data, data[-4096:])
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
         img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
@@ -192,12 +201,10 @@ def exif_orientation(data: bytes) -> int:
     """The EXIF orientation (1 to 8) of encoded JPEG or PNG bytes; 1 (as stored) if there is none."""
     if not data.startswith((_JPEG_SOI, _PNG_SIGNATURE)):
         return 1  # TIFF files are turned by OpenCV itself
-    from PIL import ExifTags, Image, UnidentifiedImageError
-
     try:
         with Image.open(io.BytesIO(data)) as image:  # reads the header, not the pixels
             value = image.getexif().get(ExifTags.Base.Orientation, 1)
-    except (OSError, SyntaxError, ValueError, struct.error, UnidentifiedImageError):
+    except _PILLOW_ERRORS:
         return 1  # unreadable metadata: the pixels as stored
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
@@ -270,10 +277,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def probe_image(path: str | os.PathLike) -> ImageInfo:
-    """Return a file's size from its header, checking it is present and complete.
+    """Return a file's size and bit depth from its header, checking it is present and complete.
 
-    PNG, JPEG and BMP are parsed directly (a few bytes from the start and the
-    end); other formats are decoded in full. Raises :class:`ImageReadError`.
+    Pillow reads the header of PNG, JPEG and BMP files without decoding the pixels; other
+    formats are decoded in full. Raises :class:`ImageReadError`.
     """
     path = Path(path)
     try:
@@ -283,68 +290,37 @@ def probe_image(path: str | os.PathLike) -> ImageInfo:
         if size == 0:
             raise ImageReadError(path, "file is empty")
         with path.open("rb") as f:
-            head = f.read(64)
-            if head.startswith(_JPEG_SOI):  # the frame header may follow large metadata
-                head += f.read(65536 - len(head))
-            tail_len = 4096 if head.startswith(_JPEG_SOI) else 64
-            if size > len(head):
-                f.seek(max(0, size - tail_len))
-                tail = f.read()
-            else:
-                tail = head[-tail_len:]
+            head = f.read(4096)
+            f.seek(max(0, size - 4096))
+            _check_complete(path, head, f.read())
+            declared = int.from_bytes(head[2:6], "little") if head.startswith(b"BM") else 0
+            if size < declared:
+                raise ImageReadError(path, f"truncated BMP ({size} of {declared} bytes)")
+            f.seek(0)
+            info = _read_header(path, head, f)
     except FileNotFoundError:
         raise ImageReadError(path, "file not found") from None
     except OSError as exc:
         raise ImageReadError(path, exc.strerror or str(exc)) from None
-
-    if head.startswith(_PNG_SIGNATURE):
-        if len(head) < 33 or head[12:16] != b"IHDR":
-            raise ImageReadError(path, "truncated or corrupt PNG header")
-        width, height = struct.unpack(">II", head[16:24])
-        if _PNG_IEND not in tail[-64:]:
-            raise ImageReadError(path, "truncated PNG (no IEND chunk at the end)")
-        return ImageInfo(path, int(width), int(height), "png")
-    if head.startswith(_JPEG_SOI):
-        if not _jpeg_has_eoi(tail):
-            raise ImageReadError(path, "truncated JPEG (no end-of-image marker)")
-        dims = _jpeg_size(head, path)
-        if dims is None:
-            # The frame header lies beyond the first 64 KiB (huge metadata): decode.
-            img = read_image_full(path)
-            return ImageInfo(path, img.width, img.height, "jpeg")
-        return ImageInfo(path, dims[0], dims[1], "jpeg")
-    if head.startswith(b"BM") and len(head) >= 26:
-        declared = struct.unpack("<I", head[2:6])[0]
-        if declared and size < declared:
-            raise ImageReadError(path, f"truncated BMP ({size} of {declared} bytes)")
-        width, height = struct.unpack("<ii", head[18:26])
-        return ImageInfo(path, int(width), abs(int(height)), "bmp")
+    if info is not None:
+        return info
     img = read_image_full(path)
-    return ImageInfo(path, img.width, img.height, path.suffix.lower().lstrip(".") or "image")
+    image_format = path.suffix.lower().lstrip(".") or "image"
+    return ImageInfo(path, img.width, img.height, image_format, img.bit_depth)
 
 
-def _jpeg_size(head: bytes, path: Path) -> tuple[int, int] | None:
-    i = 2
-    n = len(head)
-    while i + 4 <= n:
-        if head[i] != 0xFF:
-            raise ImageReadError(path, "corrupt JPEG (bad marker structure)")
-        marker = head[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in (0x01,) or 0xD0 <= marker <= 0xD7:
-            i += 2
-            continue
-        if marker == 0xD9 or marker == 0xDA:
-            raise ImageReadError(path, "corrupt JPEG (no frame header before the image data)")
-        seg_len = struct.unpack(">H", head[i + 2 : i + 4])[0]
-        if marker in _JPEG_SOF:
-            if i + 9 > n:
-                return None
-            height, width = struct.unpack(">HH", head[i + 5 : i + 9])
-            return int(width), int(height)
-        i += 2 + seg_len
+def _read_header(path: Path, head: bytes, f: BinaryIO) -> ImageInfo | None:
+    """A PNG, JPEG or BMP file's header as Pillow reads it from ``f``; None for other formats."""
+    for signature, (reader, corrupt) in _HEADER_READERS.items():
+        if head.startswith(signature):
+            try:
+                image = reader(f)
+            except _PILLOW_ERRORS:
+                raise ImageReadError(path, corrupt) from None
+            # Pillow keeps 16-bit grey as mode 'I;16' but narrows 16-bit colour to 'RGB' or
+            # 'RGBA'; the raw mode it would unpack ('I;16B', 'RGB;16B', ...) tells.
+            bit_depth = 16 if image.format == "PNG" and ";16" in image.tile[0][3] else 8
+            return ImageInfo(path, image.width, image.height, image.format.lower(), bit_depth)
     return None
 
 

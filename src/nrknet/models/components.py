@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from nrknet.errors import root_cause
+from nrknet.errors import ConfigError, root_cause
 
 ComponentSpec = Mapping[str, Any] | Callable[..., nn.Module]
 
@@ -26,7 +26,7 @@ def factory_config(setting: str, factory: Callable[..., nn.Module]) -> dict[str,
     keywords: dict[str, Any] = {}
     if isinstance(factory, functools.partial):
         if factory.args:
-            raise ValueError(
+            raise ConfigError(
                 f"{setting}: give the arguments of {factory.func!r} as keywords, "
                 "so that checkpoints can record them"
             )
@@ -43,7 +43,7 @@ def import_path(setting: str, obj: Callable[..., Any]) -> str:
     """
     qualname = getattr(obj, "__qualname__", "")
     if not qualname or "<" in qualname:  # <lambda>, <locals>
-        raise ValueError(
+        raise ConfigError(
             f"{setting}: expected a class or function defined at module level "
             f"(a checkpoint must be able to import it), got {obj!r}"
         )
@@ -57,31 +57,64 @@ def import_path(setting: str, obj: Callable[..., Any]) -> str:
     return f"{obj.__module__}.{qualname}"
 
 
-def resolve_factory(
-    setting: str, spec: ComponentSpec
-) -> tuple[Callable[..., nn.Module], dict[str, Any]]:
-    """``(factory, config)`` for a component given as a callable or as a Hydra config."""
+def component_config(setting: str, spec: ComponentSpec) -> dict[str, Any]:
+    """The Hydra config of a component given as a callable or as that config itself."""
     if isinstance(spec, Mapping):
         config = dict(_plain(spec))
         if "_target_" not in config:
-            raise ValueError(f"{setting}: expected a mapping with a _target_, got {config!r}")
-        config["_partial_"] = True
-        from hydra.errors import InstantiationException
-        from hydra.utils import instantiate
-
-        try:
-            factory = instantiate(config)
-        except InstantiationException as exc:
-            raise ValueError(
-                f"{setting}: cannot build {config['_target_']}: {root_cause(exc)}"
-            ) from exc
-        return factory, config
+            raise ConfigError(f"{setting}: expected a mapping with a _target_, got {config!r}")
+        return {**config, "_partial_": True}
     if callable(spec) and not isinstance(spec, nn.Module):
-        return spec, factory_config(setting, spec)
-    raise ValueError(
+        return factory_config(setting, spec)
+    raise ConfigError(
         f"{setting}: expected a name, a Hydra config with _target_ or a callable that builds "
         f"the component, got {type(spec).__name__}"
     )
+
+
+def build_component(setting: str, config: Mapping[str, Any], **arguments: Any) -> nn.Module:
+    """The component that ``config`` (from :func:`component_config`) builds with ``arguments``."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        factory = instantiate(dict(config))
+    except InstantiationException as exc:
+        raise ConfigError(
+            f"{setting}: cannot build {config['_target_']}: {root_cause(exc)}"
+        ) from exc
+    return factory(**arguments)
+
+
+def checked_atoms(bank: nn.Module, num_levels: int) -> nn.Module:
+    """An atom bank of one's own, refused with a clear message when it misses the interface."""
+    if not isinstance(bank, nn.Module) or not hasattr(bank, "levels"):
+        raise ConfigError(
+            f"atoms: the factory must build an nn.Module with levels(x), got {bank!r}"
+        )
+    # prediction tiling and the validation figures use these; finding out after an epoch costs it
+    missing = [m for m in ("max_radius", "effective_kernels") if not hasattr(bank, m)]
+    if missing:
+        raise ConfigError(
+            f"atoms: {type(bank).__name__} has no {' or '.join(missing)} "
+            "(an atom bank needs num_levels, levels(x), max_radius and effective_kernels())"
+        )
+    if getattr(bank, "num_levels", None) != num_levels:
+        raise ConfigError(
+            f"atoms: the bank has num_levels={getattr(bank, 'num_levels', None)}, "
+            f"expected num_levels={num_levels} (the model's setting)"
+        )
+    return bank
+
+
+def checked_head(head: nn.Module) -> nn.Module:
+    """A coefficient head of one's own, refused with a clear message when it misses the interface."""
+    if not isinstance(head, nn.Module) or not hasattr(head, "next_scale_state"):
+        raise ConfigError(
+            "coefficient_head: the factory must build an nn.Module with "
+            f"forward(features, state) and next_scale_state(state), got {head!r}"
+        )
+    return head
 
 
 def _plain(value: Any) -> Any:

@@ -21,8 +21,7 @@ swaps in faster implementations of the same functions where they pay.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -30,14 +29,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from nrknet.models.coefficients import ConvLSTMCoefficientHead, PlainCoefficientHead
-from nrknet.models.components import ComponentSpec, import_path, resolve_factory
+from nrknet.models.components import build_component, checked_atoms, checked_head, import_path
+from nrknet.models.config import NRKNetConfig
 from nrknet.models.unet import FeatureUNet
-from nrknet.ops.atoms import ATOM_VARIANTS, build_atoms
+from nrknet.ops.atoms import build_atoms
 from nrknet.ops.padding import pad_to_multiple, reflect_pad
-from nrknet.ops.rkr import MIXING_MODES, RKRBlur
-
-FUSION_MODES = ("cross_scale", "full_expansion")
-INIT_MODES = ("default", "xavier")
+from nrknet.ops.rkr import RKRBlur
 
 
 @dataclass
@@ -113,115 +110,43 @@ def residual_gate(y: torch.Tensor, x: torch.Tensor, gate: torch.Tensor | None) -
 class NRKNet(nn.Module):
     """Neumann network with recursive kernels (Quan, Wu, Ji, CVPR 2023).
 
-    Defaults reproduce the reference implementation (6,094,107 parameters).
-    Options cover the paper's ablations:
-
-    * ``atoms``: ``recursive`` | ``non_recursive`` | ``non_separable`` | ``gaussian`` (Table 3),
-      or a factory of an atom bank of one's own (see ``docs/extending.md``)
-    * ``num_levels``: J, atoms besides the identity (J study)
-    * ``num_scales``: 2, 3 or 4; the scale ``s`` steps coarser applies ``s + 1`` Neumann steps
-    * ``fusion``: ``cross_scale`` (eq. 10) | ``full_expansion`` (eq. 9, all orders at every scale)
-    * ``recurrent``: ConvLSTM coefficient head, or a deeper plain U-Net without it (Table 4)
-    * ``coefficient_head``: ``None`` (the head ``recurrent`` selects) or a factory of a head
-      of one's own; ``recurrent`` still sets the U-Net's depth
-    * ``mixing``: ``conv1x1`` (reference) | ``sum`` (eq. 11)
-    * ``symmetric_atoms`` / ``per_channel_atoms``: the 3-tap atom parameterisation
-    * ``residual_gate``: ``X = Y + g (X_net - Y)`` with a learnable ``g`` starting at 0,
-      so the untrained network is the identity (for short runs; ``g = 1`` is the reference)
-    * ``blur_residual``: the blur operator learned as ``D = I + R``, ``R`` starting at zero
-      (:func:`~nrknet.ops.rkr.identity_plus`), another way to start at the identity
-      (not in the paper; needs ``mixing="conv1x1"``)
-    * ``init``: ``default`` (PyTorch, as the reference) | ``xavier`` (as the paper states)
-
-    A factory is a callable (a class, or a Hydra ``_target_`` with ``_partial_: true``)
-    or the Hydra config itself; atom banks are built as ``factory(num_levels=J)``,
-    heads as ``factory(width=width, num_maps=J + 1)``.
+    Built from an :class:`~nrknet.models.config.NRKNetConfig` or from its
+    settings as keywords (``NRKNet(width=16, atoms="gaussian")``); the
+    defaults reproduce the reference implementation (6,094,107 parameters).
+    The settings cover the paper's ablations: the atoms (Table 3), J, the
+    scales and fusion (eq. 9 or 10), the ConvLSTM head (Table 4), the mixing
+    (eq. 11), and two ways to start at the identity for short runs
+    (``residual_gate``, ``blur_residual``). ``model.config`` is what a
+    checkpoint records.
     """
 
-    def __init__(
-        self,
-        width: int = 64,
-        num_levels: int = 21,
-        atoms: str | ComponentSpec = "recursive",
-        num_scales: int = 3,
-        fusion: str = "cross_scale",
-        recurrent: bool = True,
-        mixing: str = "conv1x1",
-        symmetric_atoms: bool = True,
-        per_channel_atoms: bool = True,
-        residual_gate: bool = False,
-        blur_residual: bool = False,
-        init: str = "default",
-        in_channels: int = 3,
-        coefficient_head: ComponentSpec | None = None,
-    ) -> None:
+    def __init__(self, config: NRKNetConfig | None = None, **settings: Any) -> None:
         super().__init__()
-        if width < 1:
-            raise ValueError(f"width must be a positive integer, got {width}")
-        if isinstance(atoms, str) and atoms not in ATOM_VARIANTS:
-            raise ValueError(f"unknown atoms {atoms!r}; expected one of {', '.join(ATOM_VARIANTS)}")
-        if num_scales not in (1, 2, 3, 4):
-            raise ValueError(f"num_scales must be 1, 2, 3 or 4, got {num_scales}")
-        if fusion not in FUSION_MODES:
-            raise ValueError(
-                f"unknown fusion {fusion!r}; expected one of {', '.join(FUSION_MODES)}"
-            )
-        if mixing not in MIXING_MODES:
-            raise ValueError(
-                f"unknown mixing {mixing!r}; expected one of {', '.join(MIXING_MODES)}"
-            )
-        if init not in INIT_MODES:
-            raise ValueError(f"unknown init {init!r}; expected one of {', '.join(INIT_MODES)}")
-        if blur_residual and mixing != "conv1x1":
-            raise ValueError(
-                f"blur_residual=true needs mixing='conv1x1' (R starts at zero weights); "
-                f"got mixing={mixing!r}"
-            )
-        self.num_scales = num_scales
-        self.fusion = fusion
-        self.num_maps = num_levels + 1
+        config = NRKNetConfig(**settings) if config is None else replace(config, **settings)
+        self.num_scales = config.num_scales
+        self.fusion = config.fusion
+        self.num_maps = config.num_levels + 1
+        # U-Net features -> coefficient maps gamma (ConvLSTM across scales, eq. 11)
         # Without the ConvLSTM, a deeper U-Net keeps the size similar (Table 4).
-        self.unet = FeatureUNet(width, in_channels, extra_blocks=0 if recurrent else 1)
-        if coefficient_head is None:
-            head_factory: Callable[..., nn.Module] = (
-                ConvLSTMCoefficientHead if recurrent else PlainCoefficientHead
-            )
-            head_config = None
-        else:
-            head_factory, head_config = resolve_factory("coefficient_head", coefficient_head)
-        self.coefficients = _checked_head(head_factory(width=width, num_maps=self.num_maps))
-        if isinstance(atoms, str):
-            atom_bank = build_atoms(
-                atoms, num_levels, per_channel=per_channel_atoms, symmetric=symmetric_atoms
-            )
-            atoms_config: str | dict[str, Any] = atoms
-        else:
-            atoms_factory, atoms_config = resolve_factory("atoms", atoms)
-            atom_bank = _checked_atoms(atoms_factory(num_levels=num_levels), num_levels)
-        self.blur = RKRBlur(atom_bank, channels=in_channels, mixing=mixing, residual=blur_residual)
-        self.gate = nn.Parameter(torch.zeros(())) if residual_gate else None
-        self.config = dict(
-            width=width,
-            num_levels=num_levels,
-            atoms=atoms_config,
-            num_scales=num_scales,
-            fusion=fusion,
-            recurrent=recurrent,
-            mixing=mixing,
-            symmetric_atoms=symmetric_atoms,
-            per_channel_atoms=per_channel_atoms,
-            residual_gate=residual_gate,
-            blur_residual=blur_residual,
-            init=init,
-            in_channels=in_channels,
-            coefficient_head=head_config,
+        self.unet = FeatureUNet(
+            config.width, config.in_channels, extra_blocks=0 if config.recurrent else 1
         )
+        self.coefficients = _coefficient_head(config)
+        # the RKR blur operator D: atoms mixed by the coefficient maps (eq. 5-7)
+        self.blur = RKRBlur(
+            _atom_bank(config),
+            channels=config.in_channels,
+            mixing=config.mixing,
+            residual=config.blur_residual,
+        )
+        self.gate = nn.Parameter(torch.zeros(())) if config.residual_gate else None
+        self.config = config.as_dict()
         if type(self) is not NRKNet:
             # a subclass is rebuilt as itself; arguments of its own are its to add to the config
             self.config["_target_"] = import_path("model", type(self))
-        if init == "xavier":
+        if config.init == "xavier":
             self._xavier_init()
-            if blur_residual:
+            if config.blur_residual:
                 self.blur.zero_mixing()
 
     def _xavier_init(self) -> None:
@@ -293,17 +218,11 @@ class NRKNet(nn.Module):
         With ``sharp`` (the ground truth): returns :class:`NRKNetOutput` with the
         multi-scale outputs and the reblurred ground truths for the losses.
         """
-        if blurry.dim() != 4:
-            raise ValueError(f"expected a batch (N, C, H, W), got shape {tuple(blurry.shape)}")
         height, width = blurry.shape[-2:]
         # The coarsest U-Net level needs at least 2x2 pixels for its reflect padding.
         padded, _ = pad_to_multiple(blurry, self.size_multiple, minimum=2 * self.size_multiple)
         if sharp is None:
             return self._run(padded, None)[..., :height, :width]
-        if sharp.shape != blurry.shape:
-            raise ValueError(
-                f"sharp {tuple(sharp.shape)} and blurry {tuple(blurry.shape)} differ in shape"
-            )
         sharp_padded = reflect_pad(
             sharp, (0, padded.shape[-1] - width, 0, padded.shape[-2] - height)
         )
@@ -332,30 +251,26 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _checked_atoms(bank: nn.Module, num_levels: int) -> nn.Module:
-    """A user-built atom bank, refused with a clear message when it misses the interface."""
-    if not isinstance(bank, nn.Module) or not hasattr(bank, "levels"):
-        raise ValueError(f"atoms: the factory must build an nn.Module with levels(x), got {bank!r}")
-    # prediction tiling and the validation figures use these; finding out after an epoch costs it
-    missing = [m for m in ("max_radius", "effective_kernels") if not hasattr(bank, m)]
-    if missing:
-        raise ValueError(
-            f"atoms: {type(bank).__name__} has no {' or '.join(missing)} "
-            "(an atom bank needs num_levels, levels(x), max_radius and effective_kernels())"
+def _atom_bank(config: NRKNetConfig) -> nn.Module:
+    if isinstance(config.atoms, str):
+        return build_atoms(
+            config.atoms,
+            config.num_levels,
+            per_channel=config.per_channel_atoms,
+            symmetric=config.symmetric_atoms,
         )
-    if getattr(bank, "num_levels", None) != num_levels:
-        raise ValueError(
-            f"atoms: the bank has num_levels={getattr(bank, 'num_levels', None)}, "
-            f"expected num_levels={num_levels} (the model's setting)"
-        )
-    return bank
+    bank = build_component("atoms", config.atoms, num_levels=config.num_levels)
+    return checked_atoms(bank, config.num_levels)
 
 
-def _checked_head(head: nn.Module) -> nn.Module:
-    """A coefficient head, refused with a clear message when it misses the interface."""
-    if not isinstance(head, nn.Module) or not hasattr(head, "next_scale_state"):
-        raise ValueError(
-            "coefficient_head: the factory must build an nn.Module with "
-            f"forward(features, state) and next_scale_state(state), got {head!r}"
-        )
-    return head
+def _coefficient_head(config: NRKNetConfig) -> nn.Module:
+    if config.coefficient_head is None:
+        head = ConvLSTMCoefficientHead if config.recurrent else PlainCoefficientHead
+        return head(width=config.width, num_maps=config.num_levels + 1)
+    head = build_component(
+        "coefficient_head",
+        config.coefficient_head,
+        width=config.width,
+        num_maps=config.num_levels + 1,
+    )
+    return checked_head(head)

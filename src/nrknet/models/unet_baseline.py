@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nrknet.models.nrknet import NRKNetOutput
+from nrknet.utils.checks import number
 
 
 def conv_block(channels: int) -> nn.Sequential:
@@ -46,9 +47,8 @@ class UNetBaseline(nn.Module):
 
     def __init__(self, width: int = 28, levels: int = 3) -> None:
         super().__init__()
-        if width < 1 or levels < 1:
-            raise ValueError(f"width and levels must be >= 1, got {width} and {levels}")
-        self.width, self.levels = int(width), int(levels)
+        self.width = number("width", width, minimum=1, integer=True)
+        self.levels = number("levels", levels, minimum=1, integer=True)
         channels = [self.width * 2**i for i in range(self.levels)]
         self.head = nn.Conv2d(3, channels[0], 3, padding=1)
         self.encoders = nn.ModuleList(conv_block(c) for c in channels)

@@ -25,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nrknet.errors import ConfigError
 from nrknet.models.nrknet import NRKNetOutput, downsample_nearest
+from nrknet.utils.checks import choice, number
 
 FDR_NORMS = ("ortho", "backward", "forward")
 TARGET_DOWNSAMPLE_MODES = ("nearest", "bilinear")
@@ -51,8 +53,6 @@ def fdr_loss(pred: torch.Tensor, target: torch.Tensor, norm: str = "ortho") -> t
     ``"backward"`` (unnormalised, the reference code's) is ``sqrt(H W)`` times
     larger.
     """
-    if norm not in FDR_NORMS:
-        raise ValueError(f"unknown FFT norm {norm!r}; expected one of {', '.join(FDR_NORMS)}")
     # The FFT is linear: F(a) - F(b) = F(a - b), one transform instead of two.
     diff = torch.fft.fft2(_float32(pred) - _float32(target), norm=norm)
     return diff.real.abs().mean() + diff.imag.abs().mean()
@@ -81,8 +81,6 @@ def ssim_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     pred, target = _float32(pred), _float32(target)
     window = min(SSIM_LOSS_WINDOW, min(pred.shape[-2:]))
     window -= 1 - window % 2
-    if window < 1:
-        raise ValueError(f"SSIM needs non-empty images, got {tuple(pred.shape)}")
     ssim_map = kornia.metrics.ssim(pred, target, window, max_val=1.0, eps=0.0, padding="valid")
     return 1.0 - ssim_map.mean()
 
@@ -105,10 +103,6 @@ def nrknet_loss(
     ``blurry[i]`` with weight ``reblur_weights[i]``. :class:`NRKNetLoss` builds
     these lists from a model's output and computes the same value.
     """
-    if not len(predictions) == len(targets) == len(weights):
-        raise ValueError("predictions, targets and weights must have the same length")
-    if not len(reblurred) == len(blurry) == len(reblur_weights):
-        raise ValueError("reblurred, blurry and reblur_weights must have the same length")
     total = sum(
         w * prediction_loss(z, x, beta, fdr_norm)
         for w, z, x in zip(weights, predictions, targets, strict=True)
@@ -123,10 +117,6 @@ def nrknet_loss(
 def downsample_like(x: torch.Tensor, factor: int, mode: str, size: Sequence[int]) -> torch.Tensor:
     """Downsample ``x`` by ``factor`` to ``size``: ``nearest`` subsampling (the model's input
     pyramid) or ``bilinear`` interpolation (the reference code's targets, no antialiasing)."""
-    if mode not in TARGET_DOWNSAMPLE_MODES:
-        raise ValueError(
-            f"unknown downsampling {mode!r}; expected one of {', '.join(TARGET_DOWNSAMPLE_MODES)}"
-        )
     if factor == 1:
         out = x
     elif mode == "nearest":
@@ -200,36 +190,31 @@ class NRKNetLoss(nn.Module):
         reblur_weights: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        self.scale_weights = [float(w) for w in scale_weights]
+        self.scale_weights = [float(number("scale_weights", w, minimum=0)) for w in scale_weights]
         if not self.scale_weights:
-            raise ValueError("scale_weights must not be empty")
-        if alpha < 0 or beta < 0:
-            raise ValueError(f"alpha and beta must be non-negative, got {alpha} and {beta}")
-        if fdr_norm not in FDR_NORMS:
-            raise ValueError(
-                f"unknown fdr_norm {fdr_norm!r}; expected one of {', '.join(FDR_NORMS)}"
-            )
-        if target_downsample not in TARGET_DOWNSAMPLE_MODES:
-            raise ValueError(
-                f"unknown target_downsample {target_downsample!r}; "
-                f"expected one of {', '.join(TARGET_DOWNSAMPLE_MODES)}"
-            )
-        self.alpha = float(alpha)
-        self.beta = float(beta)
-        self.fdr_norm = fdr_norm
-        self.target_downsample = target_downsample
+            raise ConfigError("scale_weights must hold one weight per output, got none")
+        self.alpha = float(number("alpha", alpha, minimum=0))
+        self.beta = float(number("beta", beta, minimum=0))
+        self.fdr_norm = choice("fdr_norm", fdr_norm, FDR_NORMS)
+        self.target_downsample = choice(
+            "target_downsample", target_downsample, TARGET_DOWNSAMPLE_MODES
+        )
         self.single_scale = bool(single_scale)
         self.ssim_phases = None
         if ssim_phases is not None:
             self.ssim_phases = {
-                "start_epoch": int(ssim_phases["start_epoch"]),
-                "period": int(ssim_phases["period"]),
+                "start_epoch": number(
+                    "ssim_phases.start_epoch", ssim_phases["start_epoch"], minimum=0, integer=True
+                ),
+                "period": number(
+                    "ssim_phases.period", ssim_phases["period"], minimum=2, integer=True
+                ),
             }
-            if self.ssim_phases["period"] < 2 or self.ssim_phases["start_epoch"] < 0:
-                raise ValueError(
-                    f"ssim_phases needs start_epoch >= 0 and period >= 2, got {ssim_phases}"
-                )
-        self.reblur_weights = None if reblur_weights is None else [float(w) for w in reblur_weights]
+        self.reblur_weights = (
+            None
+            if reblur_weights is None
+            else [float(number("reblur_weights", w, minimum=0)) for w in reblur_weights]
+        )
 
     def extra_repr(self) -> str:
         return (

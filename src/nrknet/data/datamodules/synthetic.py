@@ -10,10 +10,18 @@ from nrknet.data.datamodules.benchmarks import DPDDDataModule
 from nrknet.data.io import NRKNetDataError
 from nrknet.data.synthetic import SynthSettings, generate_dataset, is_complete_dataset
 
+#: the keyword arguments (``data.*`` keys) that make up the :class:`SynthSettings`
+SETTING_KEYS = tuple(field.name for field in dataclasses.fields(SynthSettings))
+
 
 class SyntheticDataModule(DPDDDataModule):
     """Synthetic defocus pairs rendered on first use (see :mod:`nrknet.data.synthetic`).
 
+    The keyword arguments named as the fields of :class:`SynthSettings`
+    (``num_train``, ``num_val``, ``num_test``, ``size``, ``seed``, ``max_coc``,
+    ``bit_depth``, ``noise``, ``read_noise``, ``num_layers``,
+    ``noise_per_pair``; its defaults where left out) make up ``self.settings``,
+    checked there; the others go to :class:`DPDDDataModule`.
     :meth:`prepare_data` generates the set under ``root`` (with a progress
     bar) unless a complete set with the same settings is already there, in
     which case it is reused; a set generated with other settings is replaced.
@@ -30,35 +38,13 @@ class SyntheticDataModule(DPDDDataModule):
     def __init__(
         self,
         root: str | os.PathLike,
-        num_train: int = 64,
-        num_val: int = 8,
-        num_test: int = 16,
-        size: int = 256,
-        seed: int = 0,
-        max_coc: float | None = None,
-        bit_depth: int = 8,
-        noise: float = 0.0,
-        read_noise: float = 0.0,
-        num_layers: int = 16,
-        noise_per_pair: bool = False,
         generation_workers: int = 1,
         progress: bool = True,
         **kwargs: Any,
     ) -> None:
+        settings = {key: kwargs.pop(key) for key in SETTING_KEYS if key in kwargs}
         super().__init__(root, **kwargs)
-        self.settings = SynthSettings(
-            num_train=num_train,
-            num_val=num_val,
-            num_test=num_test,
-            size=size,
-            seed=seed,
-            max_coc=max_coc,
-            bit_depth=bit_depth,
-            noise=noise,
-            read_noise=read_noise,
-            num_layers=num_layers,
-            noise_per_pair=noise_per_pair,
-        ).resolved()
+        self.settings = SynthSettings(**settings)
         if self.crop_size is not None and self.crop_size > self.settings.size:
             self.crop_size = self.settings.size
         self.generation_workers = int(generation_workers)
@@ -69,10 +55,7 @@ class SyntheticDataModule(DPDDDataModule):
 
     def prepare_data(self) -> None:
         generate_dataset(
-            self.root,
-            **dataclasses.asdict(self.settings),
-            workers=self.generation_workers,
-            progress=self.progress,
+            self.root, self.settings, workers=self.generation_workers, progress=self.progress
         )
 
     def setup(self, stage: str | None = None) -> None:

@@ -14,13 +14,11 @@ generation or on the number of worker processes.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from nrknet.data.io import NRKNetDataError
 from nrknet.data.synthetic.optics import (
     DEPTH_RANGE,
     add_sensor_noise,
@@ -31,6 +29,8 @@ from nrknet.data.synthetic.optics import (
     srgb_to_linear,
 )
 from nrknet.data.synthetic.scenes import make_scene
+from nrknet.errors import ConfigError
+from nrknet.utils.checks import choice, number
 
 #: Bump when a change alters the rendered files; stored sets are then regenerated.
 RENDERER_VERSION = 2  # 2: every pair reaches a minimum blur (ensure_visible_blur)
@@ -42,7 +42,15 @@ _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
 @dataclass(frozen=True)
 class SynthSettings:
-    """Everything that determines a generated set (stored in ``meta.json``)."""
+    """Everything that determines a generated set (stored in ``meta.json``).
+
+    Each setting is checked once, when the object is built (a one-line
+    :class:`~nrknet.errors.ConfigError` naming it), and stored as a plain
+    ``int``, ``float`` or ``bool``; ``max_coc=None`` is then filled from the
+    image size (so ``dataclasses.replace(s, size=...)`` keeps the old radius
+    unless it passes ``max_coc=None`` too). The command line and the
+    DataModule each build one; the writer and the renderer take it as it is.
+    """
 
     num_train: int = 64
     num_val: int = 8
@@ -57,44 +65,36 @@ class SynthSettings:
     #: each pair draws its noise levels uniformly in [0, noise] and [0, read_noise] (clean to noisy)
     noise_per_pair: bool = False
 
-    def resolved(self) -> SynthSettings:
-        """Validate, and fill ``max_coc`` from the image size when it is ``None``."""
+    def __post_init__(self) -> None:
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        def whole(name: str, **bounds: int) -> None:
+            put(name, int(number(name, _plain(getattr(self, name)), integer=True, **bounds)))
+
+        def fraction(name: str) -> None:
+            put(name, float(number(name, _plain(getattr(self, name)), minimum=0, maximum=0.5)))
+
         for name in ("num_train", "num_val", "num_test"):
-            value = getattr(self, name)
-            if not isinstance(value, int | np.integer) or value < 0:
-                raise NRKNetDataError(f"{name} must be a whole number >= 0, got {value!r}")
+            whole(name, minimum=0)
         if self.num_train + self.num_val + self.num_test == 0:
-            raise NRKNetDataError("nothing to generate: num_train, num_val and num_test are all 0")
-        if not isinstance(self.size, int | np.integer) or self.size < 32:
-            raise NRKNetDataError(f"size must be a whole number of pixels >= 32, got {self.size!r}")
-        if self.bit_depth not in (8, 16):
-            raise NRKNetDataError(f"bit_depth must be 8 or 16, got {self.bit_depth!r}")
-        max_coc = default_max_coc(self.size) if self.max_coc is None else float(self.max_coc)
-        if not math.isfinite(max_coc) or max_coc < 0:
-            raise NRKNetDataError(f"max_coc must be a number of pixels >= 0, got {self.max_coc!r}")
-        if max_coc > self.size / 2:
-            raise NRKNetDataError(
-                f"max_coc {max_coc:g} is too large for {self.size} px images (at most {self.size / 2:g})"
-            )
-        for name in ("noise", "read_noise"):
-            value = float(getattr(self, name))
-            if not math.isfinite(value) or not 0 <= value <= 0.5:
-                raise NRKNetDataError(f"{name} must be in [0, 0.5], got {getattr(self, name)!r}")
-        if not isinstance(self.num_layers, int | np.integer) or not 1 <= self.num_layers <= 256:
-            raise NRKNetDataError(f"num_layers must be in 1..256, got {self.num_layers!r}")
-        return SynthSettings(
-            num_train=int(self.num_train),
-            num_val=int(self.num_val),
-            num_test=int(self.num_test),
-            size=int(self.size),
-            seed=int(self.seed),
-            max_coc=max_coc,
-            bit_depth=int(self.bit_depth),
-            noise=float(self.noise),
-            read_noise=float(self.read_noise),
-            num_layers=int(self.num_layers),
-            noise_per_pair=bool(self.noise_per_pair),
-        )
+            raise ConfigError("nothing to generate: num_train, num_val and num_test are all 0")
+        whole("size", minimum=32)
+        whole("seed", minimum=0)
+        put("bit_depth", int(choice("bit_depth", _plain(self.bit_depth), (8, 16))))
+        if self.max_coc is None:
+            put("max_coc", default_max_coc(self.size))
+        else:
+            put("max_coc", float(number("max_coc", _plain(self.max_coc), minimum=0)))
+            if self.max_coc > self.size / 2:
+                raise ConfigError(
+                    f"max_coc={self.max_coc:g} is too large for {self.size} px images "
+                    f"(at most {self.size / 2:g})"
+                )
+        fraction("noise")
+        fraction("read_noise")
+        whole("num_layers", minimum=1, maximum=256)
+        put("noise_per_pair", bool(choice("noise_per_pair", self.noise_per_pair, (False, True))))
 
     def counts(self) -> dict[str, int]:
         return {"train": self.num_train, "val": self.num_val, "test": self.num_test}
@@ -118,6 +118,11 @@ class RenderedPair:
     sharp: np.ndarray
     depth: np.ndarray
     info: dict[str, Any]
+
+
+def _plain(value: Any) -> Any:
+    """A NumPy scalar as the Python number it holds; anything else as it is."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -166,7 +171,7 @@ def ensure_visible_blur(
 
 def render_pair(settings: SynthSettings, split: str, index: int) -> RenderedPair:
     """Render pair ``index`` of ``split``; depends only on (settings, split, index)."""
-    s = settings.resolved()
+    s = settings
     rng = _image_rng(s.seed, split, index)
     scene = make_scene(split, s.size, rng)
     sharp_q = _quantise(scene.sharp, s.bit_depth)

@@ -67,10 +67,13 @@ def is_complete_dataset(out_dir: str | os.PathLike, settings: SynthSettings) -> 
     """Whether ``out_dir`` holds a finished set generated with exactly these settings."""
     out = Path(out_dir)
     meta = read_meta(out)
-    s = settings.resolved()
-    if not meta or meta.get("generator") != GENERATOR_NAME or meta.get("settings") != s.as_meta():
+    if (
+        not meta
+        or meta.get("generator") != GENERATOR_NAME
+        or meta.get("settings") != settings.as_meta()
+    ):
         return False
-    for split, n in s.counts().items():
+    for split, n in settings.counts().items():
         for sub in SUBFOLDERS:
             folder = out / SPLIT_DIRS[split] / sub
             if not folder.is_dir() or len(list(folder.glob("*.png"))) != n:
@@ -138,23 +141,13 @@ def _progress(enabled: bool, total: int, description: str) -> Iterator[Callable[
 
 def generate_dataset(
     out_dir: str | os.PathLike,
+    settings: SynthSettings,
     *,
-    num_train: int = 64,
-    num_val: int = 8,
-    num_test: int = 16,
-    size: int = 256,
-    seed: int = 0,
-    max_coc: float | None = None,
-    bit_depth: int = 8,
-    noise: float = 0.0,
-    read_noise: float = 0.0,
-    num_layers: int = 16,
-    noise_per_pair: bool = False,
     workers: int = 1,
     progress: bool = True,
     force: bool = False,
 ) -> Path:
-    """Generate a synthetic set in DPDD layout under ``out_dir``; return its path.
+    """Generate the set ``settings`` describe in DPDD layout under ``out_dir``; return its path.
 
     Layout: ``{train_c,val_c,test_c}/{source,target,depth}/NNNNN.png`` (source
     is blurry, target sharp, depth 16-bit in thousandths of a depth unit) and
@@ -171,19 +164,6 @@ def generate_dataset(
     last), so an interrupted run never leaves a set that looks complete.
     ``workers`` > 1 renders in that many processes (same files).
     """
-    settings = SynthSettings(
-        num_train=num_train,
-        num_val=num_val,
-        num_test=num_test,
-        size=size,
-        seed=seed,
-        max_coc=max_coc,
-        bit_depth=bit_depth,
-        noise=noise,
-        read_noise=read_noise,
-        num_layers=num_layers,
-        noise_per_pair=noise_per_pair,
-    ).resolved()
     out = Path(out_dir).expanduser().absolute()
     if not force and is_complete_dataset(out, settings):
         return out
