@@ -15,6 +15,13 @@ def test_choice_returns_a_known_value_and_lists_the_options_otherwise():
     assert str(caught.value) == "mixing='attention' is not known; expected one of conv1x1, sum"
 
 
+@pytest.mark.parametrize(("value", "options"), [(1, (True, False)), (0, (True, False)), (True, (1, 2))])
+def test_choice_keeps_booleans_apart_from_the_numbers_they_equal(value, options):
+    with pytest.raises(ConfigError, match="is not known"):
+        choice("flag", value, options)
+    assert choice("flag", False, (True, False)) is False
+
+
 @pytest.mark.parametrize(
     ("value", "bounds", "message"),
     [
@@ -35,3 +42,9 @@ def test_number_refuses_what_is_not_a_finite_number_in_range(value, bounds, mess
     with pytest.raises(ConfigError) as caught:
         number("width", value, **bounds)
     assert str(caught.value) == message
+
+
+def test_number_above_is_a_strict_bound():
+    assert number("lr", 0.5, above=0) == 0.5
+    with pytest.raises(ConfigError, match=r"^lr must be a number > 0, got 0$"):
+        number("lr", 0, above=0)

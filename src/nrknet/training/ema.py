@@ -50,7 +50,7 @@ class EMA(WeightAveraging):
         super().setup(trainer, pl_module, stage)
 
     # Lightning swaps the live weights back at the end of the validation epoch, before the
-    # module's own epoch-end hook logs its figures; swap them back after the whole epoch instead.
+    # figures callback draws its figures; swap them back after the whole epoch instead.
     # Lightning runs checkpoint callbacks after all others, so they save with the live weights back.
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pass

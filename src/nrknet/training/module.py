@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch import nn
 
@@ -21,7 +20,8 @@ from nrknet.analysis.reporting import result_entries, self_ensemble_name
 from nrknet.errors import NonFiniteLossError
 from nrknet.inference.self_ensemble import self_ensemble
 from nrknet.metrics import METRIC_KEYS, ImageQualityMetrics
-from nrknet.models.nrknet import NRKNet, has_blur_operator
+from nrknet.models.nrknet import NRKNet
+from nrknet.utils.checks import choice, number
 from nrknet.utils.distributed import is_distributed
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,6 @@ class NRKNetModule(L.LightningModule):
         loss: nn.Module | None = None,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
-        num_logged_images: int = 3,
-        log_images_every_n_epochs: int = 1,
         skip_nonfinite: bool = False,
         lpips: str = "auto",
         save_images_dir: str | None = None,
@@ -75,10 +73,8 @@ class NRKNetModule(L.LightningModule):
         psnr16: bool = False,
     ) -> None:
         super().__init__()
-        if not gate_lr_scale > 0:
-            raise ValueError(f"module.gate_lr_scale must be positive, got {gate_lr_scale}")
-        if not isinstance(psnr16, bool):  # checked here, not after a whole training run
-            raise ValueError(f"metrics.psnr16 must be true or false, got {psnr16!r}")
+        number("module.gate_lr_scale", gate_lr_scale, above=0)
+        choice("metrics.psnr16", psnr16, (True, False))  # here, not after a whole training run
         resolve_accel_mode(accel)
         resolve_compile_mode(compile)
         self.compile_options = CompileOptions.from_config(compile_options)
@@ -99,8 +95,6 @@ class NRKNetModule(L.LightningModule):
         self.test_results: dict[str, dict[str, Any]] = {}
         self.skipped_nonfinite = 0
         self.run_settings: dict[str, Any] | None = None
-        self._val_images: list[np.ndarray] = []
-        self._val_probe: torch.Tensor | None = None
 
     def setup(self, stage: str) -> None:
         # the strategy knows the device before the model moves there; ``auto`` decides by it
@@ -208,23 +202,12 @@ class NRKNetModule(L.LightningModule):
         return [{"params": others}, {"params": [gate]}]
 
     # ------------------------------------------------------------------ validation
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Scores the batch; returns the predictions (the figures callback draws some)."""
         blurry, sharp = batch["blurry"], batch["sharp"]
         pred = self.model(blurry)
         self.val_metrics.update(pred, sharp, batch["name"], blurry=blurry)
-        if batch_idx == 0 and self._log_images_now():
-            self._val_probe = blurry[:1].detach()
-        if self._log_images_now() and len(self._val_images) < self.hparams.num_logged_images:
-            from nrknet.analysis.figures import comparison_strip
-
-            for i in range(
-                min(blurry.shape[0], self.hparams.num_logged_images - len(self._val_images))
-            ):
-                self._val_images.append(comparison_strip(blurry[i], pred[i], sharp[i]))
-
-    def _log_images_now(self) -> bool:
-        every = self.hparams.log_images_every_n_epochs
-        return bool(every) and not self.trainer.sanity_checking and self.current_epoch % every == 0
+        return pred.detach()
 
     def on_validation_epoch_end(self) -> None:
         summary = self.val_metrics.summary()
@@ -235,32 +218,6 @@ class NRKNetModule(L.LightningModule):
             self.log("val/ssim", summary["ssim"])
             self.log("val/input_psnr", summary["input_psnr"])
             self.log("val/mae", summary["mae"])
-        if self._val_images:
-            self._log_figures(self._val_images)
-        self._val_images = []
-
-    def _log_figures(self, triplets: list[np.ndarray]) -> None:
-        from nrknet.analysis.defocus import effective_blur_radius, full_scale_coefficients
-        from nrknet.analysis.figures import (
-            atom_kernels_figure,
-            coefficient_maps_figure,
-            colorize_defocus,
-        )
-
-        images = {f"val/triplet_{i}": img for i, img in enumerate(triplets)}
-        has_blur_model = has_blur_operator(self.model)
-        if has_blur_model:
-            images["val/atoms"] = atom_kernels_figure(self.model.atoms)
-        if self._val_probe is not None and has_blur_model:
-            # what the network believes about the first validation image's blur
-            gamma = full_scale_coefficients(self.model, self._val_probe)
-            images["val/defocus_map"] = colorize_defocus(
-                effective_blur_radius(gamma, self.model.blur)[0, 0]
-            )
-            images["val/coefficients"] = coefficient_maps_figure(gamma[0])
-        self._val_probe = None
-        if self.trainer.is_global_zero:
-            log_images(self.trainer, images, step=self.current_epoch)
 
     # ------------------------------------------------------------------ test
     def on_test_start(self) -> None:
@@ -349,24 +306,3 @@ def test_sets_of(
     crops = [getattr(loader.dataset, "score_crop", None) for loader in loaders]
     groups = [getattr(loader.dataset, "scene_groups", None) for loader in loaders]
     return names, crops, groups
-
-
-def log_images(trainer: L.Trainer, images: dict[str, np.ndarray], step: int) -> None:
-    """Send uint8 RGB images to every logger that takes images; always also write PNGs in the run folder."""
-    import cv2
-
-    folder = Path(trainer.default_root_dir) / "images" / f"epoch_{step:04d}"
-    folder.mkdir(parents=True, exist_ok=True)
-    for key, img in images.items():
-        cv2.imwrite(str(folder / (key.replace("/", "_") + ".png")), img[..., ::-1])
-    for logger in trainer.loggers:
-        name = type(logger).__name__
-        try:
-            if name == "TensorBoardLogger":
-                for key, img in images.items():
-                    logger.experiment.add_image(key, img, global_step=step, dataformats="HWC")
-            elif name == "WandbLogger":
-                for key, img in images.items():
-                    logger.log_image(key=key, images=[img], step=trainer.global_step)
-        except Exception as exc:  # noqa: BLE001 - a logger failing to take an image must not stop training
-            log.warning("could not log images to %s: %s", name, exc)

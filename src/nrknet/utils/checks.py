@@ -16,10 +16,21 @@ from nrknet.errors import ConfigError
 T = TypeVar("T")
 
 
+def _is_option(value: object, option: object) -> bool:
+    """``value`` is ``option``, a bool matching only a bool (Python has ``True == 1``)."""
+    return isinstance(value, bool) == isinstance(option, bool) and (
+        value is option or value == option
+    )
+
+
 def choice(setting: str, value: T, options: Iterable[T]) -> T:
-    """``value`` if it is one of ``options``; otherwise a one-line error listing them."""
+    """``value`` if it is one of ``options``; otherwise a one-line error listing them.
+
+    ``True`` and ``False`` are options of their own: ``1`` is not ``True`` here,
+    nor ``True`` the option ``1``.
+    """
     options = tuple(options)
-    if value not in options:
+    if not any(_is_option(value, option) for option in options):
         listed = ", ".join(str(option) for option in options)
         raise ConfigError(f"{setting}={value!r} is not known; expected one of {listed}")
     return value
@@ -31,19 +42,27 @@ def number(
     *,
     minimum: float | None = None,
     maximum: float | None = None,
+    above: float | None = None,
     integer: bool = False,
 ) -> float:
-    """``value`` if it is a finite number (an integer where asked) within ``[minimum, maximum]``."""
+    """``value`` if it is a finite number (an integer where asked) within ``[minimum, maximum]``
+    and greater than ``above``."""
     wanted = "an integer" if integer else "a number"
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
     if not is_number or (integer and not isinstance(value, int)):
         raise ConfigError(f"{setting} must be {wanted}, got {value!r}")
     if not math.isfinite(value):
         raise ConfigError(f"{setting} must be a finite number, got {value!r}")
-    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+    below_minimum = minimum is not None and value < minimum
+    if (
+        below_minimum
+        or (maximum is not None and value > maximum)
+        or (above is not None and value <= above)
+    ):
         bounds = " and ".join(
             text
             for text in (
+                f"> {above}" if above is not None else "",
                 f">= {minimum}" if minimum is not None else "",
                 f"<= {maximum}" if maximum is not None else "",
             )
