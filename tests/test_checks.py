@@ -15,7 +15,9 @@ def test_choice_returns_a_known_value_and_lists_the_options_otherwise():
     assert str(caught.value) == "mixing='attention' is not known; expected one of conv1x1, sum"
 
 
-@pytest.mark.parametrize(("value", "options"), [(1, (True, False)), (0, (True, False)), (True, (1, 2))])
+@pytest.mark.parametrize(
+    ("value", "options"), [(1, (True, False)), (0, (True, False)), (True, (1, 2))]
+)
 def test_choice_keeps_booleans_apart_from_the_numbers_they_equal(value, options):
     with pytest.raises(ConfigError, match="is not known"):
         choice("flag", value, options)

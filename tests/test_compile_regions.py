@@ -109,17 +109,24 @@ def test_compile_on_the_cpu_skips_accel_and_says_so(caplog):
 
 
 def test_bad_settings_are_refused_naming_the_setting():
-    with pytest.raises(ValueError, match="compile must be one of auto, on, off; got 'fast'"):
+    with pytest.raises(
+        ValueError, match="compile='fast' is not known; expected one of auto, on, off"
+    ):
         plan("fast", "auto", "cpu", training=True)
-    with pytest.raises(ValueError, match="compile must be one of"):
+    with pytest.raises(ValueError, match="compile='sometimes' is not known"):
         NRKNetModule(tiny_model(), compile="sometimes")
-    with pytest.raises(ValueError, match="compile_options.mode must be one of default, "):
+    with pytest.raises(
+        ValueError, match="compile_options.mode='fastest' is not known; expected one of default, "
+    ):
         CompileOptions(mode="fastest")
     with pytest.raises(ValueError, match="applies to the inductor backend only"):
         CompileOptions(backend="aot_eager", mode="reduce-overhead")
     with pytest.raises(ValueError, match="compile_options: unknown setting.s. dynamic; expected"):
         NRKNetModule(tiny_model(), compile_options={"dynamic": True})
-    with pytest.raises(ValueError, match="compile_options.channels_last must be true or false"):
+    with pytest.raises(
+        ValueError,
+        match="compile_options.channels_last='yes' is not known; expected one of True, False",
+    ):
         CompileOptions(channels_last="yes")
     with pytest.raises(ValueError, match="compile regions must be among unet, coefficients, blur"):
         compile_regions(tiny_model(), regions=("head",))

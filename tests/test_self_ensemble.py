@@ -240,5 +240,5 @@ def test_eval_with_tta_writes_both_rows(compose_train, tmp_path, synthetic_data_
 
 def test_eval_refuses_a_tta_that_is_not_a_boolean(compose_train, tmp_path):
     cfg = compose_train([f"paths.root_dir={tmp_path}", "ckpt_path=x.ckpt", "tta=yes"], "eval")
-    with pytest.raises(ValueError, match="tta must be true or false"):
+    with pytest.raises(ValueError, match="tta='yes' is not known; expected one of True, False"):
         evaluate(cfg)

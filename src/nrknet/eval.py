@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from nrknet.analysis.reporting import print_run_summary, write_reports
 from nrknet.cli import reported, tidy_console
 from nrknet.training.module import NRKNetModule
+from nrknet.utils.checks import choice
 from nrknet.utils.config import CONFIG_DIR, instantiate_group, require_accelerator
 from nrknet.weights import resolve_checkpoint
 from nrknet.weights.checkpoint import load_model
@@ -25,9 +26,7 @@ def evaluate(cfg: DictConfig) -> float | None:
     """Returns the mean PSNR over the scored images of the first dataset."""
     if cfg.split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val', got {cfg.split!r}")
-    tta = cfg.get("tta", False)
-    if not isinstance(tta, bool):
-        raise ValueError(f"tta must be true or false, got {tta!r}")
+    tta = choice("tta", cfg.get("tta", False), (True, False))
     require_accelerator(cfg.trainer)
     out_dir = Path(cfg.paths.output_dir)
     if (out_dir / "summary.json").is_file():
@@ -37,9 +36,7 @@ def evaluate(cfg: DictConfig) -> float | None:
         )
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
     L.seed_everything(cfg.seed, workers=True)
-    trust_code = cfg.get("trust_code", False)
-    if not isinstance(trust_code, bool):
-        raise ValueError(f"trust_code must be true or false, got {trust_code!r}")
+    trust_code = choice("trust_code", cfg.get("trust_code", False), (True, False))
     net = load_model(resolve_checkpoint(cfg.ckpt_path), trust_code=trust_code)
     module = NRKNetModule(
         net,

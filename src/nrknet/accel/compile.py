@@ -53,6 +53,7 @@ from torch import nn
 
 from nrknet.accel import resolve_mode as resolve_accel_mode
 from nrknet.models.nrknet import has_blur_operator
+from nrknet.utils.checks import choice
 from nrknet.utils.switches import SWITCH_VALUES, resolve_switch
 
 COMPILE_MODES = SWITCH_VALUES
@@ -81,21 +82,14 @@ class CompileOptions:
     fullgraph: bool = False
 
     def __post_init__(self) -> None:
-        if self.mode not in TORCH_COMPILE_MODES:
-            raise ValueError(
-                f"compile_options.mode must be one of {', '.join(TORCH_COMPILE_MODES)}; "
-                f"got {self.mode!r}"
-            )
+        choice("compile_options.mode", self.mode, TORCH_COMPILE_MODES)
         if self.mode != "default" and self.backend != "inductor":
             raise ValueError(
                 f"compile_options.mode {self.mode!r} applies to the inductor backend only; "
                 f"got backend {self.backend!r}"
             )
         for name in ("channels_last", "fullgraph"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(
-                    f"compile_options.{name} must be true or false, got {getattr(self, name)!r}"
-                )
+            choice(f"compile_options.{name}", getattr(self, name), (True, False))
 
     @classmethod
     def from_config(cls, options: CompileOptions | Mapping[str, Any] | None) -> CompileOptions:

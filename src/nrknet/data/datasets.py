@@ -61,6 +61,7 @@ from nrknet.data.layouts import (
     split_lfdof_scenes,
 )
 from nrknet.data.resumable import SampleKey
+from nrknet.utils.checks import number
 
 __all__ = [
     "RTF_SCORE_CROP",
@@ -93,11 +94,12 @@ def _crop_hw(crop_size: int | Sequence[int] | None) -> tuple[int, int] | None:
     if crop_size is None:
         return None
     if isinstance(crop_size, int | np.integer):
-        h = w = int(crop_size)
+        h = w = number("crop_size", int(crop_size), minimum=1, integer=True)
     else:
-        h, w = (int(v) for v in crop_size)
-    if h < 1 or w < 1:
-        raise ValueError(f"crop_size must be positive, got {crop_size!r}")
+        h, w = (
+            number(f"crop_size[{i}]", int(v), minimum=1, integer=True)
+            for i, v in enumerate(crop_size)
+        )
     return h, w
 
 

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nrknet.data.io import IMAGE_EXTENSIONS, DatasetLayoutError, PairingError
+from nrknet.utils.checks import choice
 
 __all__ = [
     "DPDD_SPLITS",
@@ -178,8 +179,7 @@ def _pair_by_order(blurry: list[Path], sharp: list[Path], bdir: Path, sdir: Path
 
 def scan_dpdd(root: str | os.PathLike, split: str) -> list[Pair]:
     """Pairs of a DPDD-layout split (``"train"``, ``"val"`` or ``"test"``), by sorted order."""
-    if split not in DPDD_SPLITS:
-        raise ValueError(f"DPDD split must be one of {sorted(DPDD_SPLITS)}, got {split!r}")
+    choice("DPDD split", split, DPDD_SPLITS)
     base = find_dpdd_root(root)
     split_dir = base / DPDD_SPLITS[split]
     bdir, sdir = split_dir / "source", split_dir / "target"
@@ -224,8 +224,7 @@ def scan_lfdof(
     a comma; otherwise the ground truth is ``<split>/ground_truth/<scene>.png``
     where ``<scene>`` is the input's parent folder.
     """
-    if split not in LFDOF_SPLITS:
-        raise ValueError(f"LFDOF split must be one of {sorted(LFDOF_SPLITS)}, got {split!r}")
+    choice("LFDOF split", split, LFDOF_SPLITS)
     root = Path(root).expanduser()
     if list_file is not None:
         return _scan_lfdof_list(root, split, Path(list_file).expanduser())

@@ -62,6 +62,7 @@ import numpy as np
 import torch
 
 from nrknet.ops.padding import reflect_pad
+from nrknet.utils.checks import number
 
 __all__ = [
     "DEFAULT_BLEND",
@@ -184,10 +185,9 @@ def plan_tiles(
     ``min_size`` (default ``2 multiple``, the smallest input NRKNet runs
     without padding it further) is the least padded size and window side.
     """
-    if height < 1 or width < 1:
-        raise ValueError(f"image size must be positive, got {height}x{width}")
-    if tile < 1:
-        raise ValueError(f"tile must be positive, got {tile}")
+    number("height", height, minimum=1, integer=True)
+    number("width", width, minimum=1, integer=True)
+    number("tile", tile, minimum=1, integer=True)
     if overlap < 0:
         raise ValueError(f"overlap must be >= 0, got {overlap}")
     tile = _round_up(tile, multiple)

@@ -23,6 +23,7 @@ from torch import nn
 from nrknet.errors import ConfigError
 from nrknet.metrics.image_quality import PEAK, apply_score_crop, check_pair, quantize_8bit
 from nrknet.utils.atomic import atomic_open, remove_stale_temporaries
+from nrknet.utils.checks import choice
 from nrknet.utils.safe_load import read_checkpoint
 
 LPIPS_MODES = ("auto", "required", "off")
@@ -43,10 +44,8 @@ _lpips_warned = False
 
 
 def check_lpips_mode(mode: str) -> str:
-    """``mode`` if it is one of :data:`LPIPS_MODES`, else a ``ValueError`` listing them."""
-    if mode not in LPIPS_MODES:
-        raise ValueError(f"unknown LPIPS mode {mode!r}; expected one of {', '.join(LPIPS_MODES)}")
-    return mode
+    """``mode`` if it is one of :data:`LPIPS_MODES`, else a ``ConfigError`` naming ``metrics.lpips``."""
+    return choice("metrics.lpips", mode, LPIPS_MODES)
 
 
 def reset_lpips_cache() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from nrknet.utils.checks import choice
+
 SWITCH_VALUES = ("auto", "on", "off")
 
 
@@ -11,4 +13,4 @@ def resolve_switch(setting: str, value: str | bool) -> str:
         return "on" if value else "off"
     if isinstance(value, str) and value.strip().lower() in SWITCH_VALUES:
         return value.strip().lower()
-    raise ValueError(f"{setting} must be one of {', '.join(SWITCH_VALUES)}; got {value!r}")
+    return choice(setting, value, SWITCH_VALUES)  # refuses it: no value left is among them

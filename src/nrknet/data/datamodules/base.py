@@ -15,6 +15,7 @@ from nrknet.data.datasets import TEST_SET_KINDS, PairedImageDataset, make_test_d
 from nrknet.data.io import NRKNetDataError
 from nrknet.data.layouts import Pair
 from nrknet.data.resumable import resumable_loader, run_seed
+from nrknet.utils.checks import choice
 
 
 def _normalise_extra(extra: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -31,12 +32,9 @@ def _normalise_extra(extra: Mapping[str, Any] | None) -> dict[str, dict[str, Any
         if not isinstance(spec, Mapping) or "kind" not in spec or "root" not in spec:
             raise ValueError(f"extra_test_sets[{name!r}] must have 'kind' and 'root', got {spec!r}")
         entry = {str(k): v for k, v in spec.items()}
-        entry["kind"] = str(entry["kind"]).lower()
-        if entry["kind"] not in TEST_SET_KINDS:
-            raise ValueError(
-                f"extra_test_sets[{name!r}]: unknown kind {entry['kind']!r} "
-                f"(expected one of {', '.join(TEST_SET_KINDS)})"
-            )
+        entry["kind"] = choice(
+            f"extra_test_sets[{name!r}].kind", str(entry["kind"]).lower(), TEST_SET_KINDS
+        )
         if "score_crop" in entry and entry["score_crop"] is not None:
             entry["score_crop"] = tuple(int(v) for v in entry["score_crop"])
         out[str(name)] = entry

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from nrknet.data.synthetic.optics import DEPTH_RANGE
+from nrknet.utils.checks import choice
 
 #: Colour photographs (scikit-image bundled data) used as scenes and textures, per split.
 PHOTO_SPLITS: dict[str, tuple[str, ...]] = {
@@ -303,9 +304,7 @@ def stereo_scene(size: int, rng: np.random.Generator) -> Scene:
 
 def make_scene(split: str, size: int, rng: np.random.Generator, kind: str | None = None) -> Scene:
     """A random scene for ``split`` ("train", "val" or "test") drawn from that split's sources."""
-    if split not in SCENE_KINDS:
-        raise ValueError(f"split must be one of {sorted(SCENE_KINDS)}, got {split!r}")
-    kinds = SCENE_KINDS[split]
+    kinds = SCENE_KINDS[choice("split", split, SCENE_KINDS)]
     if kind is None:
         names = list(kinds)
         kind = names[int(rng.choice(len(names), p=[kinds[k] for k in names]))]
