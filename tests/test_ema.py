@@ -92,7 +92,7 @@ def fit(compose_train, data_dir: Path, run_dir: Path, epochs: int, resume: Path 
 
 def test_decay_out_of_range_is_refused():
     for bad in (-0.1, 1.5, "0.9", True):
-        with pytest.raises(ValueError, match=r"callbacks.ema.decay must be a number in \[0, 1\]"):
+        with pytest.raises(ValueError, match=r"^callbacks.ema.decay must be a number"):
             EMA(decay=bad)
 
 

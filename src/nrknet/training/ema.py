@@ -27,6 +27,8 @@ import lightning as L
 from lightning.pytorch.callbacks import WeightAveraging
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
+from nrknet.utils.checks import number
+
 __all__ = ["EMA"]
 
 
@@ -39,9 +41,7 @@ class EMA(WeightAveraging):
     """
 
     def __init__(self, decay: float = 0.999) -> None:
-        if isinstance(decay, bool) or not isinstance(decay, int | float) or not 0 <= decay <= 1:
-            raise ValueError(f"callbacks.ema.decay must be a number in [0, 1], got {decay!r}")
-        self.decay = float(decay)
+        self.decay = float(number("callbacks.ema.decay", decay, minimum=0, maximum=1))
         super().__init__(use_buffers=True, multi_avg_fn=get_ema_multi_avg_fn(self.decay))
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
