@@ -384,7 +384,7 @@ VARIANTS = [
     ["experiment=table4_two_scales"],
     ["experiment=table4_four_scales"],
     ["experiment=table4_no_convlstm"],
-    ["experiment=quickstart"],  # the residual gate
+    ["experiment=quickstart_gate"],  # the residual gate
     ["model=nrknet_small_residual"],  # the residual blur operator
 ]
 

@@ -27,7 +27,7 @@ def test_experiment_list_covers_the_paper_tables():
         "table3_gaussian", "table3_non_recursive", "table3_non_separable", "table3_rkr",
         "table4_full_expansion", "table4_two_scales", "table4_four_scales", "table4_no_convlstm", "table4_original",
         "table5_no_reblur", "table5_no_fdr", "table5_single_scale", "table5_full",
-        "atoms_J", "quickstart_no_gate",
+        "atoms_J", "quickstart_gate", "quickstart_no_gate",
         "release_cpu", "release_cpu_unet", "release_cpu_residual", "release_gpu", "release_gpu_unet", "unet_dpdd", "unet_lfdof",
     }  # fmt: skip
     assert expected <= set(EXPERIMENTS)

@@ -72,14 +72,14 @@ def test_authors_weights_fine_tune_a_gated_model_only_when_not_strict(
     pth = tmp_path / "authors_w8.pth"
     torch.save(parity_fixture["state_dict"], pth)
     base = [
-        "experiment=quickstart",
+        "experiment=quickstart_gate",
         *tiny_overrides(synthetic_data_dir, tmp_path / "run"),
         "model.width=8",
         "trainer.max_epochs=1",
         "test=false",
         f"init_from={pth}",
     ]
-    # the quickstart model has a residual gate that the authors' model lacks
+    # the gated quickstart model has a residual gate that the authors' model lacks
     with pytest.raises(CheckpointError, match=r"authors_w8.pth: .*missing: gate"):
         train(compose_train(base))
     train(compose_train([*base, "init_strict=false"]))
