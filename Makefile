@@ -57,10 +57,12 @@ ifeq ($(origin SWEEP_DIR), undefined)
 SWEEP_DIR := logs/sweeps/$(STUDY)/$(shell date +%Y-%m-%d_%H-%M-%S_$$$$)
 endif
 JOBS ?= 1
-sweep: $(STAMP) ## Run a paper study as a multirun and collect its table: make sweep STUDY=table3_rkr [JOBS=4] [ARGS=...]
+SEEDS ?=
+sweep: $(STAMP) ## Run a paper study as a multirun and collect its table: make sweep STUDY=table3_rkr [JOBS=4] [SEEDS=0,1,2] [ARGS=...]
 	@overrides=$$($(BIN)/python -m experiments.study $(STUDY)) || exit 2; \
 	launcher=$$([ "$(JOBS)" = 1 ] || echo "hydra/launcher=parallel hydra.launcher.n_jobs=$(JOBS)"); \
-	set -x; $(BIN)/nrknet-train -m $$overrides $$launcher hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
+	seeds=$$([ -z "$(SEEDS)" ] || echo "seed=$(SEEDS)"); \
+	set -x; $(BIN)/nrknet-train -m $$overrides $$seeds $$launcher hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
 	$(BIN)/python -m experiments.collect --study $(STUDY) --runs $(SWEEP_DIR)
 
 clean: ## Remove caches and run outputs (keeps .venv and data)

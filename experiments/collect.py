@@ -67,6 +67,13 @@ def _metric(metrics: dict | None, dataset: str | None, key: str = "psnr") -> flo
 
 
 def collect(study: str, runs: Path) -> dict:
+    """The study's table: each row with its runs (one per seed) and their mean and spread.
+
+    A row's ``test`` and ``val_psnr`` are the means over its finished runs,
+    ``test_std`` and ``val_psnr_std`` the sample standard deviations (``None``
+    for a single run), ``n`` the number of finished runs; ``runs`` lists each
+    seed's own figures. A seed run twice in the folder counts once (the later).
+    """
     spec = load_study(study)
     jobs = find_jobs(runs)
     tested = sorted({d for j in jobs if j["metrics"] for d in (j["metrics"].get("test") or {})})
@@ -75,31 +82,81 @@ def collect(study: str, runs: Path) -> dict:
         datasets = tested
     rows = []
     for row in spec["rows"]:
-        matching = [j for j in jobs if row_matches(row, j["settings"])]
-        job = matching[-1] if matching else None
-        metrics = job["metrics"] if job else None
+        by_seed = {_seed(j): j for j in jobs if row_matches(row, j["settings"])}
+        seed_runs = [_run(seed, job, datasets) for seed, job in by_seed.items()]
+        done = [r for r in seed_runs if r["status"] == "done"]
+        latest = list(by_seed.values())[-1] if by_seed else None
         rows.append(
             {
                 "label": row["label"],
                 "experiment": row["experiment"],
                 "overrides": row.get("overrides") or [],
                 "paper_psnr": row.get("paper"),
-                "val_psnr": _metric(metrics, None),
+                "n": len(done),
+                "val_psnr": _mean([r["val_psnr"] for r in done]),
+                "val_psnr_std": _std([r["val_psnr"] for r in done]),
                 "test": {
-                    d: {k: _metric(metrics, d, k) for k in ("psnr", "ssim", "lpips")}
+                    d: {k: _mean([r["test"][d][k] for r in done]) for k in METRICS}
                     for d in datasets
                 },
-                "run": str(job["dir"]) if job else None,
+                "test_std": {
+                    d: {k: _std([r["test"][d][k] for r in done]) for k in METRICS} for d in datasets
+                },
+                "runs": seed_runs,
+                "run": str(latest["dir"]) if latest else None,
                 "status": "missing"
-                if job is None
-                else ("incomplete" if metrics is None else "done"),
+                if not seed_runs
+                else ("done" if len(done) == len(seed_runs) else "incomplete"),
             }
         )
     return {"study": study, "title": spec.get("title", study), "datasets": datasets, "rows": rows}
 
 
+METRICS = ("psnr", "ssim", "lpips")
+
+
+def _seed(job: dict) -> str | None:
+    """The seed a job ran with: its ``seed`` override, else the one its metrics recorded."""
+    if "seed" in job["settings"]:
+        return job["settings"]["seed"]
+    recorded = (job["metrics"] or {}).get("seed")
+    return None if recorded is None else str(recorded)
+
+
+def _run(seed: str | None, job: dict, datasets: list[str]) -> dict:
+    metrics = job["metrics"]
+    return {
+        "seed": seed,
+        "val_psnr": _metric(metrics, None),
+        "test": {d: {k: _metric(metrics, d, k) for k in METRICS} for d in datasets},
+        "steps": (metrics or {}).get("global_step"),
+        "seconds": (metrics or {}).get("fit_seconds"),
+        "run": str(job["dir"]),
+        "status": "incomplete" if metrics is None else "done",
+    }
+
+
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def _std(values: list[float | None]) -> float | None:
+    """Sample standard deviation (n - 1); ``None`` below two values."""
+    known = [v for v in values if v is not None]
+    if len(known) < 2:
+        return None
+    mean = sum(known) / len(known)
+    return math.sqrt(sum((v - mean) ** 2 for v in known) / (len(known) - 1))
+
+
 def _f(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _pm(mean: float | None, std: float | None, digits: int = 3) -> str:
+    """``mean ± std`` (or the mean alone for one run)."""
+    return _f(mean, digits) if std is None else f"{_f(mean, digits)} ± {_f(std, digits)}"
 
 
 def to_markdown(table: dict) -> str:
@@ -113,11 +170,16 @@ def to_markdown(table: dict) -> str:
     ]
     lines = [f"## {table['title']}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table["rows"]:
-        cells = [r["label"], _f(r["paper_psnr"]), _f(r["val_psnr"])]
+        cells = [r["label"], _f(r["paper_psnr"]), _pm(r["val_psnr"], r["val_psnr_std"])]
         for d in datasets:
-            t = r["test"][d]
-            cells.append(f"{_f(t['psnr'])} / {_f(t['ssim'])} / {_f(t['lpips'])}")
-        cells.append(r["status"] if r["status"] != "done" else Path(r["run"]).name)
+            t, sd = r["test"][d], r["test_std"][d]
+            cells.append(" / ".join(_pm(t[k], sd[k], 2 if k == "psnr" else 3) for k in METRICS))
+        if r["status"] != "done":
+            cells.append(r["status"])
+        elif r["n"] > 1:
+            cells.append(f"{r['n']} seeds")
+        else:
+            cells.append(Path(r["run"]).name)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -133,11 +195,22 @@ def bar_chart(table: dict, path: Path) -> None:
     ours = [
         (r["test"][dataset]["psnr"] if dataset else r["val_psnr"]) or 0.0 for r in table["rows"]
     ]
+    spread = [
+        (r["test_std"][dataset]["psnr"] if dataset else r["val_psnr_std"]) or 0.0
+        for r in table["rows"]
+    ]
     paper = [r["paper_psnr"] or 0.0 for r in table["rows"]]
     x = range(len(labels))
     fig, ax = plt.subplots(figsize=(1.6 * len(labels) + 2, 3.5))
     ax.bar([i - 0.2 for i in x], paper, width=0.4, label="paper")
-    ax.bar([i + 0.2 for i in x], ours, width=0.4, label=f"this run ({dataset or 'val'})")
+    ax.bar(
+        [i + 0.2 for i in x],
+        ours,
+        width=0.4,
+        yerr=spread,
+        capsize=3,
+        label=f"this run ({dataset or 'val'}; mean ± std over seeds)",
+    )
     ax.set_xticks(list(x), labels, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("PSNR (dB)")
     values = [v for v in paper + ours if v]

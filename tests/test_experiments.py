@@ -259,3 +259,39 @@ def test_study_rows_must_form_a_full_grid():
 def test_bad_study_rows_are_named(row, message):
     with pytest.raises(study.StudyError, match=message):
         study.row_settings({"label": "x", **row}, "test row")
+
+
+def test_a_row_run_with_several_seeds_reports_each_run_and_their_mean_and_spread(tmp_path):
+    """Mutation: keep only the last job of a row (no per-seed runs) -> n, mean and std wrong."""
+    import statistics
+
+    scores = {"15": [30.0, 30.5, 31.5], "18": [29.0, 29.5, 29.5]}
+    for levels, psnrs in scores.items():
+        for seed, psnr in enumerate(psnrs):
+            job_dir = tmp_path / f"J{levels}_s{seed}"
+            (job_dir / ".hydra").mkdir(parents=True)
+            overrides = ["experiment=atoms_J", f"model.num_levels={levels}", f"seed={seed}"]
+            (job_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+            metrics = {
+                "best_val_psnr": psnr + 1,
+                "global_step": 100,
+                "fit_seconds": 60.0 + seed,
+                "test": {"synthetic": {"psnr": psnr, "ssim": 0.8, "lpips": None}},
+            }
+            (job_dir / "metrics.json").write_text(json.dumps(metrics))
+    table = collect.collect("atoms_J", tmp_path)
+    rows = {row["label"]: row for row in table["rows"]}
+    for levels, psnrs in scores.items():
+        row = rows[f"J = {levels}"]
+        assert row["n"] == 3 and row["status"] == "done"
+        assert [r["seed"] for r in row["runs"]] == ["0", "1", "2"]
+        assert [r["test"]["synthetic"]["psnr"] for r in row["runs"]] == psnrs
+        assert row["test"]["synthetic"]["psnr"] == pytest.approx(statistics.mean(psnrs))
+        assert row["test_std"]["synthetic"]["psnr"] == pytest.approx(statistics.stdev(psnrs))
+        assert row["val_psnr"] == pytest.approx(statistics.mean(psnrs) + 1)
+        assert row["runs"][2]["seconds"] == 62.0 and row["runs"][0]["steps"] == 100
+    assert rows["J = 20"]["status"] == "missing" and rows["J = 20"]["n"] == 0
+    markdown = collect.to_markdown(table)
+    assert "30.67 ± 0.76" in markdown and "3 seeds" in markdown
+    collect.bar_chart(table, tmp_path / "chart.png")
+    assert (tmp_path / "chart.png").stat().st_size > 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -190,13 +191,15 @@ def train(cfg: DictConfig) -> float | None:
     module.run_settings = run_settings(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams(_loggable(cfg))
-    best_psnr = None
+    best_psnr = fit_seconds = None
     if cfg.get("train", True):
         if resume is not None:
             require_same_run(module.model, resume, resumed_settings(cfg, module.run_settings))
         apply_init_from(module.model, cfg.get("init_from"), cfg.get("init_strict", True), resume)
         remove_partial_checkpoints(out_dir / "checkpoints")
+        started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+        fit_seconds = time.perf_counter() - started
     ckpt = trainer.checkpoint_callback
     best_path = getattr(ckpt, "best_model_path", "") or None
     if ckpt is not None and ckpt.best_model_score is not None:
@@ -214,6 +217,10 @@ def train(cfg: DictConfig) -> float | None:
             else None,
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
+            "seed": cfg.get("seed"),
+            # wall-clock seconds of training in this process (a resumed run: since the resume)
+            "fit_seconds": fit_seconds,
+            "resumed": resume is not None,
             "skipped_nonfinite": module.skipped_nonfinite,
             # the row this run is: collect.py reads it here, where only a finished run writes it
             "overrides": module.run_settings.get("overrides"),
