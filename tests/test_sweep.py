@@ -62,6 +62,10 @@ def test_multirun_two_ablations_csv_and_wandb_offline_then_collect(tmp_path, syn
     run_ids = set()
     for job in jobs:
         assert (job / "csv" / "metrics.csv").is_file()
+        # the run's row is logged with its settings, for the loggers' run tables
+        hparams = yaml.safe_load((job / "csv" / "hparams.yaml").read_text())
+        assert any(o.startswith("experiment=table3_") for o in hparams["overrides"])
+        assert hparams["study"] == "table3_rkr" and "model" in hparams
         runs = list((job / "wandb").glob("offline-run-*"))
         assert len(runs) == 1, f"{job}: expected one wandb run, found {runs}"
         run_ids.add(runs[0].name.rsplit("-", 1)[-1])

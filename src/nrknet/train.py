@@ -190,7 +190,10 @@ def train(cfg: DictConfig) -> float | None:
     datamodule, module, trainer = build(cfg)
     module.run_settings = run_settings(cfg)
     for logger in trainer.loggers:
-        logger.log_hyperparams(_loggable(cfg))
+        # the command-line overrides name the study row and seed (wandb's run table compares them)
+        logger.log_hyperparams(
+            {**_loggable(cfg), "overrides": module.run_settings.get("overrides")}
+        )
     best_psnr = fit_seconds = None
     if cfg.get("train", True):
         if resume is not None:
