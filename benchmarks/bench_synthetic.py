@@ -43,14 +43,8 @@ def _figures(count: int, wall: float, cpu: float) -> dict:
 def _generate(count: int, size: int = 256) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         start, cpu = time.perf_counter(), time.process_time()
-        generate_dataset(
-            f"{tmp}/set",
-            num_train=count,
-            num_val=0,
-            num_test=0,
-            size=size,
-            progress=False,
-        )
+        settings = SynthSettings(num_train=count, num_val=0, num_test=0, size=size)
+        generate_dataset(f"{tmp}/set", settings, progress=False)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     return _figures(count, wall, cpu)
 

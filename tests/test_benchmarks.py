@@ -168,3 +168,11 @@ def test_reference_style_baseline_computes_the_plain_model():
     expected = torch.autograd.grad(projected(theirs), params)
     for (name, _), a, b in zip(model.named_parameters(), got, expected, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11, msg=name)
+
+
+def test_synthetic_benchmark_writes_a_set_at_toy_size(one_thread):
+    """The renderer benchmark renders and writes a set through generate_dataset's own API."""
+    from benchmarks import bench_synthetic
+
+    figures = bench_synthetic._generate(2, size=64)
+    assert figures["pairs"] == 2 and figures["pairs_per_s"] > 0

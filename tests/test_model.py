@@ -331,3 +331,34 @@ def test_the_config_object_is_what_the_model_records_and_rebuilds_from():
         config.width = 8
     with pytest.raises(ValueError, match="mixing='sum'"):
         replace(config, mixing="sum")  # checked again when changed: blur_residual needs conv1x1
+
+
+class TooManyMaps(torch.nn.Module):
+    """A coefficient head of one's own that gives one map too many."""
+
+    def __init__(self, width: int, num_maps: int) -> None:
+        super().__init__()
+        from nrknet.models.coefficients import PlainCoefficientHead
+
+        self.inner = PlainCoefficientHead(width=width, num_maps=num_maps + 1)
+
+    def forward(self, features, state=None):
+        return self.inner(features, state)
+
+    @staticmethod
+    def next_scale_state(state):
+        return None
+
+
+def test_a_head_or_bank_of_ones_own_and_the_switches_are_checked_where_they_enter():
+    """Mutations: no probe of the head's map count; no check of the five switches; no check of
+    an IndependentAtoms variant given as a _target_ -> each would build silently."""
+    from nrknet.ops.atoms import IndependentAtoms
+
+    with pytest.raises(ValueError, match=r"TooManyMaps gives 6 coefficient maps, expected .* 5"):
+        NRKNet(width=4, num_levels=4, coefficient_head=TooManyMaps)
+    for switch in ("recurrent", "residual_gate", "blur_residual", "symmetric_atoms"):
+        with pytest.raises(ValueError, match=rf"^{switch}='off' is not known"):
+            NRKNet(width=4, num_levels=4, **{switch: "off"})
+    with pytest.raises(ValueError, match="atoms.variant='gausian' is not known"):
+        IndependentAtoms("gausian", 4)

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
 from torch import nn
 
 from nrknet.errors import ConfigError, root_cause
@@ -107,12 +108,24 @@ def checked_atoms(bank: nn.Module, num_levels: int) -> nn.Module:
     return bank
 
 
-def checked_head(head: nn.Module) -> nn.Module:
-    """A coefficient head of one's own, refused with a clear message when it misses the interface."""
+def checked_head(head: nn.Module, unet: nn.Module, in_channels: int, num_maps: int) -> nn.Module:
+    """A coefficient head of one's own, refused with a clear message when it misses the
+    interface or gives another number of coefficient maps than the atom levels (J + 1)."""
     if not isinstance(head, nn.Module) or not hasattr(head, "next_scale_state"):
         raise ConfigError(
             "coefficient_head: the factory must build an nn.Module with "
             f"forward(features, state) and next_scale_state(state), got {head!r}"
+        )
+    # one probe through the untrained U-Net and head, in eval mode (no statistics change)
+    modes = head.training, unet.training
+    head.eval(), unet.eval()
+    with torch.no_grad():
+        gamma, _ = head(unet(torch.zeros(1, in_channels, 32, 32)), None)
+    head.train(modes[0]), unet.train(modes[1])
+    if gamma.shape[1] != num_maps:
+        raise ConfigError(
+            f"coefficient_head: {type(head).__name__} gives {gamma.shape[1]} coefficient maps, "
+            f"expected num_levels + 1 = {num_maps}"
         )
     return head
 

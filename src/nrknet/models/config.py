@@ -19,6 +19,7 @@ from nrknet.utils.checks import choice, number
 FUSION_MODES = ("cross_scale", "full_expansion")
 INIT_MODES = ("default", "xavier")
 SCALES = (1, 2, 3, 4)
+SWITCHES = ("recurrent", "symmetric_atoms", "per_channel_atoms", "residual_gate", "blur_residual")
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,8 @@ class NRKNetConfig:
         choice("fusion", self.fusion, FUSION_MODES)
         choice("mixing", self.mixing, MIXING_MODES)
         choice("init", self.init, INIT_MODES)
+        for switch in SWITCHES:
+            choice(switch, getattr(self, switch), (True, False))
         if self.blur_residual and self.mixing != "conv1x1":
             raise ConfigError(
                 f"blur_residual=true needs mixing='conv1x1' (R starts at zero weights); "

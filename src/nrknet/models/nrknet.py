@@ -131,7 +131,7 @@ class NRKNet(nn.Module):
         self.unet = FeatureUNet(
             config.width, config.in_channels, extra_blocks=0 if config.recurrent else 1
         )
-        self.coefficients = _coefficient_head(config)
+        self.coefficients = _coefficient_head(config, self.unet)
         # the RKR blur operator D: atoms mixed by the coefficient maps (eq. 5-7)
         self.blur = RKRBlur(
             _atom_bank(config),
@@ -263,14 +263,12 @@ def _atom_bank(config: NRKNetConfig) -> nn.Module:
     return checked_atoms(bank, config.num_levels)
 
 
-def _coefficient_head(config: NRKNetConfig) -> nn.Module:
+def _coefficient_head(config: NRKNetConfig, unet: nn.Module) -> nn.Module:
+    num_maps = config.num_levels + 1
     if config.coefficient_head is None:
         head = ConvLSTMCoefficientHead if config.recurrent else PlainCoefficientHead
-        return head(width=config.width, num_maps=config.num_levels + 1)
+        return head(width=config.width, num_maps=num_maps)
     head = build_component(
-        "coefficient_head",
-        config.coefficient_head,
-        width=config.width,
-        num_maps=config.num_levels + 1,
+        "coefficient_head", config.coefficient_head, width=config.width, num_maps=num_maps
     )
-    return checked_head(head)
+    return checked_head(head, unet, config.in_channels, num_maps)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nrknet.ops.padding import reflect_pad
+from nrknet.utils.checks import choice
 
 ATOM_VARIANTS = ("recursive", "non_recursive", "non_separable", "gaussian")
 
@@ -150,7 +151,8 @@ class IndependentAtoms(nn.Module):
 
     def __init__(self, variant: str, num_levels: int = 21) -> None:
         super().__init__()
-        self.variant = variant
+        # a bank given as its own _target_ enters here, past NRKNetConfig
+        self.variant = choice("atoms.variant", variant, ATOM_VARIANTS[1:])
         self.num_levels = num_levels
         self.atom_channels = 1
         if variant == "gaussian":

@@ -31,12 +31,15 @@ log = logging.getLogger(__name__)
 
 
 class ValidationFigures(Callback):
-    """Draws the validation figures every ``every_n_epochs`` epochs (0: never)."""
+    """Draws the validation figures every ``every_n_epochs`` epochs (0: never); ``num_images: 0``
+    draws none either."""
 
     def __init__(self, num_images: int = 3, every_n_epochs: int = 1) -> None:
-        self.num_images = number("figures.num_images", num_images, minimum=0, integer=True)
+        self.num_images = number(
+            "callbacks.figures.num_images", num_images, minimum=0, integer=True
+        )
         self.every_n_epochs = number(
-            "figures.every_n_epochs", every_n_epochs, minimum=0, integer=True
+            "callbacks.figures.every_n_epochs", every_n_epochs, minimum=0, integer=True
         )
         self._strips: list[np.ndarray] = []
         self._probe: torch.Tensor | None = None
@@ -69,7 +72,7 @@ class ValidationFigures(Callback):
             return
         images = {f"val/triplet_{i}": strip for i, strip in enumerate(self._strips)}
         model = pl_module.model
-        if has_blur_operator(model) and self._probe is not None:
+        if has_blur_operator(model) and self._probe is not None and self.num_images:
             images.update(operator_figures(model, self._probe))
         self._strips, self._probe = [], None
         if images and trainer.is_global_zero:
