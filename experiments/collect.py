@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def find_jobs(runs: Path) -> list[dict]:
     if not runs.is_dir():
         raise CollectError(f"runs folder not found: {runs}")
     jobs = []
-    for overrides_file in sorted(runs.rglob(".hydra/overrides.yaml")):
+    for overrides_file in sorted(runs.rglob(".hydra/overrides.yaml"), key=_natural):
         job_dir = overrides_file.parent.parent
         metrics_file = job_dir / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
@@ -115,12 +116,18 @@ def collect(study: str, runs: Path) -> dict:
 METRICS = ("psnr", "ssim", "lpips")
 
 
+def _natural(path: Path) -> list:
+    """Sort key in which job 10 comes after job 9 (Hydra numbers a multirun's jobs)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
 def _seed(job: dict) -> str | None:
-    """The seed a job ran with: its ``seed`` override, else the one its metrics recorded."""
+    """The seed a job ran with: its ``seed`` override, else its composed config's."""
     if "seed" in job["settings"]:
         return job["settings"]["seed"]
-    recorded = (job["metrics"] or {}).get("seed")
-    return None if recorded is None else str(recorded)
+    config = job["dir"] / ".hydra" / "config.yaml"
+    seed = (yaml.safe_load(config.read_text()) or {}).get("seed") if config.is_file() else None
+    return None if seed is None else str(seed)
 
 
 def _run(seed: str | None, job: dict, datasets: list[str]) -> dict:

@@ -295,3 +295,21 @@ def test_a_row_run_with_several_seeds_reports_each_run_and_their_mean_and_spread
     assert "30.67 ± 0.76" in markdown and "3 seeds" in markdown
     collect.bar_chart(table, tmp_path / "chart.png")
     assert (tmp_path / "chart.png").stat().st_size > 0
+
+
+def test_the_later_job_of_a_seed_wins_in_hydra_numbering_and_unset_seeds_come_from_the_config(
+    tmp_path,
+):
+    """Mutations: plain string sort (job 10 before 9); seed None for a job without metrics."""
+    for number, psnr in ((9, 28.0), (10, 29.0)):
+        job_dir = tmp_path / str(number)
+        (job_dir / ".hydra").mkdir(parents=True)
+        (job_dir / ".hydra" / "overrides.yaml").write_text(
+            yaml.safe_dump(["experiment=atoms_J", "model.num_levels=15"])
+        )
+        (job_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"seed": 42}))
+        metrics = {"best_val_psnr": psnr, "test": {"synthetic": {"psnr": psnr}}}
+        (job_dir / "metrics.json").write_text(json.dumps(metrics))
+    row = next(r for r in collect.collect("atoms_J", tmp_path)["rows"] if r["label"] == "J = 15")
+    assert row["n"] == 1 and row["runs"][0]["seed"] == "42"
+    assert row["test"]["synthetic"]["psnr"] == 29.0  # job 10, the later one
