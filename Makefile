@@ -10,7 +10,7 @@ DATA ?= synthetic
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint format bench train eval predict sweep clean
+.PHONY: help install test test-fast lint format bench train eval predict sweep studies clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -58,12 +58,23 @@ SWEEP_DIR := logs/sweeps/$(STUDY)/$(shell date +%Y-%m-%d_%H-%M-%S_$$$$)
 endif
 JOBS ?= 1
 SEEDS ?=
-sweep: $(STAMP) ## Run a paper study as a multirun and collect its table: make sweep STUDY=table3_rkr [JOBS=4] [SEEDS=0,1,2] [ARGS=...]
+SCALE ?=
+STUDIES ?= table3_rkr table4_pipeline table5_losses atoms_J
+sweep: $(STAMP) ## Run a paper study and collect its table: make sweep STUDY=table3_rkr [SCALE=cpu] [JOBS=2] [SEEDS=0,1,2] [ARGS=...]
+ifeq ($(filter-out gpu,$(SCALE)),)
 	@overrides=$$($(BIN)/python -m experiments.study $(STUDY)) || exit 2; \
 	launcher=$$([ "$(JOBS)" = 1 ] || echo "hydra/launcher=parallel hydra.launcher.n_jobs=$(JOBS)"); \
 	seeds=$$([ -z "$(SEEDS)" ] || echo "seed=$(SEEDS)"); \
 	set -x; $(BIN)/nrknet-train -m $$overrides $$seeds $$launcher hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
 	$(BIN)/python -m experiments.collect --study $(STUDY) --runs $(SWEEP_DIR)
+else
+	$(BIN)/python -m experiments.runs $(STUDY) --scale $(SCALE) $(if $(SEEDS),--seeds $(SEEDS)) --jobs $(JOBS) -- $(ARGS)
+	$(BIN)/python -m experiments.collect --study $(STUDY) --scale $(SCALE) -- $(ARGS)
+endif
+
+studies: $(STAMP) ## Run every paper study at a scale, shared runs once: make studies [SCALE=cpu] [JOBS=2] [SEEDS=0,1,2]
+	$(BIN)/python -m experiments.runs $(STUDIES) --scale $(or $(SCALE),cpu) $(if $(SEEDS),--seeds $(SEEDS)) --jobs $(JOBS) -- $(ARGS)
+	for study in $(STUDIES); do $(BIN)/python -m experiments.collect --study $$study --scale $(or $(SCALE),cpu) -- $(ARGS) || exit 1; done
 
 clean: ## Remove caches and run outputs (keeps .venv and data)
 	rm -rf .pytest_cache .ruff_cache outputs multirun

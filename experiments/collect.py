@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from experiments.runs import compose_run, default_root, row_overrides, run_key, study_rows
 from experiments.study import StudyError, job_settings, load_study, row_matches
 
 
@@ -61,30 +62,66 @@ def find_jobs(runs: Path) -> list[dict]:
 def _metric(metrics: dict | None, dataset: str | None, key: str = "psnr") -> float | None:
     if not metrics:
         return None
-    if dataset is None:
-        return metrics.get("best_val_psnr")
+    if dataset is None:  # validation: of the checkpoint that was tested
+        tested_last = metrics.get("tested_checkpoint") not in (None, metrics.get("best_checkpoint"))
+        return metrics.get("last_val_psnr" if tested_last else "best_val_psnr")
     value = (metrics.get("test") or {}).get(dataset, {}).get(key)
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
 def collect(study: str, runs: Path) -> dict:
-    """The study's table: each row with its runs (one per seed) and their mean and spread.
+    """The study's table from a multirun folder: each row with its runs (one per seed) and
+    their mean and spread; see :func:`table`."""
+    spec = load_study(study)
+    jobs = find_jobs(runs)
+    rows = [
+        (row, {_seed(j): j for j in jobs if row_matches(row, j["settings"])})
+        for row in study_rows(spec)
+    ]
+    if spec.get("baseline") and not rows[-1][1]:  # a multirun runs the paper's rows only
+        rows.pop()
+    return table(study, spec, rows)
+
+
+def collect_scale(study: str, scale: str, root: Path | None = None, extra: list[str] = ()) -> dict:
+    """The study's table at a scale, from the keyed run folders of ``experiments/runs.py``
+    (a run shared with other studies is read where it was run once); ``extra``: the
+    overrides the runs were given after ``--``."""
+    spec = load_study(study)
+    root = root or default_root(scale)
+    rows = []
+    for row in study_rows(spec):
+        folder = run_folder(row, scale, root, extra)
+        jobs = find_jobs(folder) if folder.is_dir() else []
+        rows.append((row, {_seed(j): j for j in jobs}))
+    if not any(by_seed for _, by_seed in rows):
+        raise CollectError(f"no runs of {study} at scale={scale} under {root}")
+    return table(study, spec, rows)
+
+
+def run_folder(row: dict, scale: str, root: Path, extra: list[str] = ()) -> Path:
+    config, model = compose_run(row_overrides(row, scale, list(extra)))
+    return root / f"{model}-{run_key(config)}"
+
+
+def table(study: str, spec: dict, rows_jobs: list[tuple[dict, dict[str | None, dict]]]) -> dict:
+    """Each row with its runs (one per seed) and their mean and spread.
 
     A row's ``test`` and ``val_psnr`` are the means over its finished runs,
     ``test_std`` and ``val_psnr_std`` the sample standard deviations (``None``
     for a single run), ``n`` the number of finished runs; ``runs`` lists each
-    seed's own figures. A seed run twice in the folder counts once (the later).
+    seed's own figures. A seed run twice counts once (the later).
     """
-    spec = load_study(study)
-    jobs = find_jobs(runs)
+    jobs = [job for _, by_seed in rows_jobs for job in by_seed.values()]
     tested = sorted({d for j in jobs if j["metrics"] for d in (j["metrics"].get("test") or {})})
     datasets = [d for d in spec.get("datasets") or [] if d in tested]
     if not datasets:  # e.g. a smoke run of the study on synthetic data: report what was tested
         datasets = tested
     rows = []
-    for row in spec["rows"]:
-        by_seed = {_seed(j): j for j in jobs if row_matches(row, j["settings"])}
-        seed_runs = [_run(seed, job, datasets) for seed, job in by_seed.items()]
+    for row, by_seed in rows_jobs:
+        seed_runs = [
+            _run(seed, job, datasets) for seed, job in sorted(by_seed.items(), key=_by_seed)
+        ]
         done = [r for r in seed_runs if r["status"] == "done"]
         latest = list(by_seed.values())[-1] if by_seed else None
         rows.append(
@@ -111,6 +148,11 @@ def collect(study: str, runs: Path) -> dict:
             }
         )
     return {"study": study, "title": spec.get("title", study), "datasets": datasets, "rows": rows}
+
+
+def _by_seed(item: tuple[str | None, dict]) -> tuple:
+    seed = item[0]
+    return (0, int(seed), "") if seed is not None and seed.isdigit() else (1, 0, str(seed))
 
 
 METRICS = ("psnr", "ssim", "lpips")
@@ -230,25 +272,62 @@ def bar_chart(table: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def copy_configs(table: dict, out: Path) -> None:
+    """Each run's composed config and command into ``out/configs/<row>_seed<seed>.yaml``."""
+    folder = out / "configs"
+    folder.mkdir(parents=True, exist_ok=True)
+    for row in table["rows"]:
+        slug = re.sub(r"[^a-z0-9]+", "_", row["label"].lower()).strip("_")
+        for run in row["runs"]:
+            source = Path(run["run"]) / ".hydra" / "config.yaml"
+            if not source.is_file():
+                continue
+            command = Path(run["run"]) / "command.txt"
+            head = f"# {command.read_text().strip()}\n" if command.is_file() else ""
+            (folder / f"{slug}_seed{run['seed']}.yaml").write_text(head + source.read_text())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--study", required=True)
-    parser.add_argument("--runs", required=True, type=Path, help="the multirun folder of the study")
-    parser.add_argument("--out", type=Path, default=None, help="where to write (default: --runs)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--runs", type=Path, default=None, help="the multirun folder of the study")
+    parser.add_argument(
+        "--scale", default=None, help="read the keyed runs of experiments/runs.py at this scale"
+    )
+    parser.add_argument(
+        "--root", type=Path, default=None, help="with --scale: logs/studies/<scale>"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where to write (default: --runs, or experiments/<study>/results/<scale>)",
+    )
+    parser.epilog = "With --scale, the overrides the runs were given follow --"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    if (args.runs is None) == (args.scale is None):
+        parser.error("give either --runs (a multirun folder) or --scale (keyed runs)")
     try:
-        table = collect(args.study, args.runs)
+        if args.scale:
+            table_ = collect_scale(args.study, args.scale, args.root, extra)
+        else:
+            table_ = collect(args.study, args.runs)
     except (CollectError, StudyError) as exc:
         print(f"collect: error: {exc}", file=sys.stderr)
         return 2
-    out = args.out or args.runs
+    out = args.out or args.runs or Path(__file__).parent / args.study / "results" / args.scale
     out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text(to_markdown(table))
-    (out / "table.json").write_text(json.dumps(table, indent=2) + "\n")
-    bar_chart(table, out / "chart.png")
-    print(to_markdown(table))
+    table_["scale"] = args.scale
+    (out / "table.md").write_text(to_markdown(table_))
+    (out / "table.json").write_text(json.dumps(table_, indent=2) + "\n")
+    bar_chart(table_, out / "chart.png")
+    if args.scale:
+        copy_configs(table_, out)
+    print(to_markdown(table_))
     print(f"wrote {out / 'table.md'}, {out / 'table.json'}, {out / 'chart.png'}")
     return 0
 

@@ -5,7 +5,9 @@
 Each row names an ``experiment`` and, where rows of one experiment differ in a setting,
 ``overrides`` in Hydra syntax (e.g. ``[model.num_levels=15]``). The rows must form a full
 grid over the settings they name: the multirun is then one sweep per setting, and Hydra's
-product of the sweeps runs every row once and nothing else.
+product of the sweeps runs every row once and nothing else. A ``baseline`` (the U-Net, the
+same keys as a row) is not a row of the paper's table: ``experiments/runs.py`` runs it with
+the rows at a scale, and the collector reports it last.
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ def load_study(study: str) -> dict:
         raise StudyError(f"{path}: expected a non-empty list under 'rows'")
     for number, row in enumerate(rows, start=1):
         row["settings"] = row_settings(row, f"{path}, row {number}")
+    if spec.get("baseline") is not None:
+        spec["baseline"]["settings"] = row_settings(spec["baseline"], f"{path}, baseline")
+    labels = [row["label"] for row in rows]
+    if "reference" in spec and spec["reference"] not in labels:
+        raise StudyError(f"{path}: reference {spec['reference']!r} is not a row's label")
     return spec
 
 

@@ -587,3 +587,42 @@ def test_files_put_into_the_set_while_it_renders_are_not_deleted(tmp_path, monke
     assert (out / "added_meanwhile.txt").read_text() == "mine"
     assert json.loads((out / "meta.json").read_text())["settings"]["seed"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]  # no temporary left
+
+
+def test_validation_scenes_can_come_from_the_training_photographs():
+    held_out = syn.SynthSettings(size=48, max_coc=3.0)
+    from_train = replace(held_out, val_scenes="train")
+    train_photos = set(syn.PHOTO_SPLITS["train"]) | set(syn.TEXTURE_SPLITS["train"])
+    val_photos = set(syn.PHOTO_SPLITS["val"]) | set(syn.TEXTURE_SPLITS["val"])
+    for i in range(6):
+        own = set(syn.render_pair(held_out, "val", i).info["sources"])
+        drawn = syn.render_pair(from_train, "val", i)
+        assert own <= val_photos and set(drawn.info["sources"]) <= train_photos
+        # new scenes, not copies of the training pairs
+        assert not np.array_equal(drawn.sharp, syn.render_pair(from_train, "train", i).sharp)
+    # only validation changes; a set written before the option still matches its record
+    assert np.array_equal(
+        syn.render_pair(from_train, "test", 0).blurry, syn.render_pair(held_out, "test", 0).blurry
+    )
+    assert "val_scenes" not in held_out.as_meta() and from_train.as_meta()["val_scenes"] == "train"
+    with pytest.raises(ConfigError, match="val_scenes='test' is not known"):
+        replace(held_out, val_scenes="test")
+
+
+def _generate_in_turn(folder: str) -> float:
+    return json.loads((generate_dataset(folder, SMALL, progress=False) / "meta.json").read_text())[
+        "elapsed_s"
+    ]
+
+
+def test_processes_asking_for_the_same_set_at_once_take_turns(tmp_path: Path) -> None:
+    """The jobs of a parallel sweep all render their set on first use: one renders, the
+    others wait and reuse it (none deletes another's half-written temporary)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    folder = str(tmp_path / "set")
+    with ProcessPoolExecutor(max_workers=3) as pool:
+        elapsed = list(pool.map(_generate_in_turn, [folder] * 3))
+    assert len(set(elapsed)) == 1  # one generation, read back by all three
+    assert syn.is_complete_dataset(folder, SMALL)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]

@@ -51,6 +51,13 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="draw each pair's noise levels uniformly in [0, --noise] and [0, --read-noise]",
     )
+    p.add_argument(
+        "--val-scenes",
+        choices=("held_out", "train"),
+        default="held_out",
+        help="validation scenes from the val split's own photographs (default) or new scenes "
+        "from the training photographs",
+    )
     p.add_argument("--layers", type=int, default=16, help="depth layers (default 16)")
     p.add_argument("--workers", type=int, default=1, help="rendering processes (default 1)")
     p.add_argument("--force", action="store_true", help="regenerate even if a matching set exists")
@@ -82,6 +89,7 @@ def _run(args_list: list[str], debug: bool) -> int:
             read_noise=args.read_noise,
             num_layers=args.layers,
             noise_per_pair=args.noise_per_pair,
+            val_scenes=args.val_scenes,
         )
         reused = not args.force and is_complete_dataset(args.out, settings)
         start = time.perf_counter()

@@ -19,6 +19,7 @@ from nrknet.cli import reported, tidy_console
 from nrknet.training.batch_log import for_batch_jobs
 from nrknet.training.callbacks import AtomicCheckpointIO
 from nrknet.utils.atomic import atomic_write_text, remove_stale_temporaries
+from nrknet.utils.checks import choice
 from nrknet.utils.config import CONFIG_DIR, instantiate_group, require_accelerator, require_numbers
 from nrknet.weights import resolve_checkpoint
 from nrknet.weights.init import apply_init_from, require_same_run, require_training_state
@@ -176,6 +177,9 @@ def place_concurrent_job(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> float | None:
     """Train (and test) as configured; returns the best validation PSNR."""
     require_numbers(cfg)
+    test_checkpoint = choice(
+        "test_checkpoint", cfg.get("test_checkpoint", "best"), ("best", "last")
+    )
     refuse_ddp_in_a_local_multirun(cfg)
     place_concurrent_job(cfg)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
@@ -207,17 +211,20 @@ def train(cfg: DictConfig) -> float | None:
     best_path = getattr(ckpt, "best_model_path", "") or None
     if ckpt is not None and ckpt.best_model_score is not None:
         best_psnr = float(ckpt.best_model_score)
+    last_val = trainer.callback_metrics.get("val/psnr")  # the last validation, before testing
+    last = out_dir / "checkpoints" / "last.ckpt"
+    tested = best_path if test_checkpoint == "best" else (str(last) if last.is_file() else None)
     results = {}
     if cfg.get("test", True):
-        trainer.test(module, datamodule=datamodule, ckpt_path=best_path, weights_only=True)
+        trainer.test(module, datamodule=datamodule, ckpt_path=tested, weights_only=True)
         results = module.test_results
     if trainer.is_global_zero:
         metrics = {
             "best_val_psnr": best_psnr,
             "best_checkpoint": best_path,
-            "last_checkpoint": str(last)
-            if (last := out_dir / "checkpoints" / "last.ckpt").is_file()
-            else None,
+            "last_val_psnr": None if last_val is None else float(last_val),
+            "last_checkpoint": str(last) if last.is_file() else None,
+            "tested_checkpoint": tested,
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
             "seed": cfg.get("seed"),

@@ -20,7 +20,7 @@ class SyntheticDataModule(DPDDDataModule):
     The keyword arguments named as the fields of :class:`SynthSettings`
     (``num_train``, ``num_val``, ``num_test``, ``size``, ``seed``, ``max_coc``,
     ``bit_depth``, ``noise``, ``read_noise``, ``num_layers``,
-    ``noise_per_pair``; its defaults where left out) make up ``self.settings``,
+    ``noise_per_pair``, ``val_scenes``; its defaults where left out) make up ``self.settings``,
     checked there; the others go to :class:`DPDDDataModule`.
     :meth:`prepare_data` generates the set under ``root`` (with a progress
     bar) unless a complete set with the same settings is already there, in

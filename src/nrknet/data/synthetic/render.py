@@ -38,6 +38,7 @@ RENDERER_VERSION = 2  # 2: every pair reaches a minimum blur (ensure_visible_blu
 DEPTH_PNG_SCALE = 1000.0
 
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+VAL_SCENES = ("held_out", "train")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,9 @@ class SynthSettings:
     num_layers: int = 16
     #: each pair draws its noise levels uniformly in [0, noise] and [0, read_noise] (clean to noisy)
     noise_per_pair: bool = False
+    #: where validation scenes come from: "held_out" (the val split's own photographs) or
+    #: "train" (new scenes from the training photographs: in-distribution validation)
+    val_scenes: str = "held_out"
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -95,14 +99,18 @@ class SynthSettings:
         fraction("read_noise")
         whole("num_layers", minimum=1, maximum=256)
         put("noise_per_pair", bool(choice("noise_per_pair", self.noise_per_pair, (False, True))))
+        choice("val_scenes", self.val_scenes, VAL_SCENES)
 
     def counts(self) -> dict[str, int]:
         return {"train": self.num_train, "val": self.num_val, "test": self.num_test}
 
     def as_meta(self) -> dict[str, Any]:
         settings = asdict(self)
-        if not self.noise_per_pair:  # sets written before the option existed still match
+        # sets written before these options existed still match
+        if not self.noise_per_pair:
             del settings["noise_per_pair"]
+        if self.val_scenes == "held_out":
+            del settings["val_scenes"]
         return {
             **settings,
             "renderer_version": RENDERER_VERSION,
@@ -173,7 +181,8 @@ def render_pair(settings: SynthSettings, split: str, index: int) -> RenderedPair
     """Render pair ``index`` of ``split``; depends only on (settings, split, index)."""
     s = settings
     rng = _image_rng(s.seed, split, index)
-    scene = make_scene(split, s.size, rng)
+    sources = "train" if split == "val" and s.val_scenes == "train" else split
+    scene = make_scene(sources, s.size, rng)
     sharp_q = _quantise(scene.sharp, s.bit_depth)
     sharp = sharp_q.astype(np.float32) / (255.0 if s.bit_depth == 8 else 65535.0)
     inv = 1.0 / scene.depth.astype(np.float64)

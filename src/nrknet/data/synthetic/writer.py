@@ -9,6 +9,7 @@ complete, and an existing set survives a failed regeneration.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import json
 import os
@@ -162,11 +163,26 @@ def generate_dataset(
     Generation is atomic: files are rendered into a temporary sibling folder
     that is renamed into place only once complete (``meta.json`` written
     last), so an interrupted run never leaves a set that looks complete.
-    ``workers`` > 1 renders in that many processes (same files).
+    ``workers`` > 1 renders in that many processes (same files). Processes that
+    generate into one parent folder at once (the jobs of a parallel sweep) take
+    turns: the first renders, the others then find the set complete.
     """
     out = Path(out_dir).expanduser().absolute()
     if not force and is_complete_dataset(out, settings):
         return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # a lock on the parent folder itself, so that nothing is left behind in it
+    lock = os.open(out.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not force and is_complete_dataset(out, settings):
+            return out
+        return _generate(out, settings, workers=workers, progress=progress)
+    finally:
+        os.close(lock)  # releases the lock
+
+
+def _generate(out: Path, settings: SynthSettings, *, workers: int, progress: bool) -> Path:
     if out.exists() and not out.is_dir():
         raise NRKNetDataError(f"cannot generate into {out}: it exists and is not a folder")
     previous = read_meta(out) or {}

@@ -1,0 +1,131 @@
+"""What each difference the paper reports looks like in a study's collected table.
+
+    python -m experiments.claims --scale cpu                        # print every study's claims
+    python -m experiments.claims --scale cpu --write docs/studies.md   # rewrite its generated part
+
+For every row of a study against the study's ``reference`` row (``table.yaml``), from the
+collected ``experiments/<study>/results/<scale>/table.json``: the paper's difference in PSNR,
+the difference here (mean over seeds, test split), its standard error
+``sqrt(s_row^2 / n_row + s_ref^2 / n_ref)``, and a verdict. A difference is called only
+when it exceeds twice its standard error: then it *holds* (the paper's sign) or is
+*reversed*; otherwise this scale *cannot decide*, and the table gives the number of seeds
+per row at which a difference of the paper's size would exceed twice its standard error,
+``n = ceil(8 s^2 / d_paper^2)`` with ``s`` the two rows' pooled standard deviation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+from experiments.study import load_study
+
+HERE = Path(__file__).resolve().parent
+STUDIES = ("table3_rkr", "table4_pipeline", "table5_losses", "atoms_J")
+START, END = "<!-- claims:start -->", "<!-- claims:end -->"
+
+
+def _psnr(row: dict, dataset: str) -> tuple[float | None, float | None, int]:
+    return row["test"][dataset]["psnr"], row["test_std"][dataset]["psnr"], row["n"]
+
+
+def claims(study: str, table: dict) -> list[dict]:
+    """One entry per row of the paper (the reference and the baseline left out)."""
+    reference = load_study(study)["reference"]
+    rows = {row["label"]: row for row in table["rows"]}
+    ref = rows[reference]
+    dataset = table["datasets"][0]
+    ref_mean, ref_std, ref_n = _psnr(ref, dataset)
+    out = []
+    for row in table["rows"]:
+        if row["label"] == reference or row["paper_psnr"] is None:
+            continue
+        mean, std, n = _psnr(row, dataset)
+        paper = row["paper_psnr"] - ref["paper_psnr"]
+        entry = {"label": row["label"], "paper": paper, "here": None, "se": None, "n": (n, ref_n)}
+        if mean is not None and ref_mean is not None:
+            entry["here"] = mean - ref_mean
+        if std is not None and ref_std is not None and n > 1 and ref_n > 1:
+            entry["se"] = math.sqrt(std**2 / n + ref_std**2 / ref_n)
+            pooled = math.sqrt((std**2 + ref_std**2) / 2)
+            entry["seeds_needed"] = math.ceil(8 * pooled**2 / paper**2) if paper else None
+        entry["verdict"] = verdict(entry)
+        out.append(entry)
+    return out
+
+
+def verdict(entry: dict) -> str:
+    here, se, paper = entry["here"], entry["se"], entry["paper"]
+    if here is None or se is None:
+        return "not run (fewer than 2 seeds)"
+    if abs(here) <= 2 * se:
+        needed = entry.get("seeds_needed")
+        return "cannot decide" + (
+            f": about {needed} seeds per row for the paper's size" if needed else ""
+        )
+    if paper == 0 or (here > 0) == (paper > 0):
+        return "holds"
+    return "reversed"
+
+
+def _signed(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:+.{digits}f}"
+
+
+def markdown(study: str, table: dict) -> str:
+    spec = load_study(study)
+    lines = [
+        f"#### {table['title']} (reference: {spec['reference']})",
+        "",
+        "| row | paper | here (mean of seeds) | 2 x s.e. | seeds | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for entry in claims(study, table):
+        se = entry["se"]
+        lines.append(
+            f"| {entry['label']} | {_signed(entry['paper'], 3)} | {_signed(entry['here'])} | "
+            f"{'n/a' if se is None else f'{2 * se:.2f}'} | {entry['n'][0]} / {entry['n'][1]} | "
+            f"{entry['verdict']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def load_table(study: str, scale: str) -> dict | None:
+    path = HERE / study / "results" / scale / "table.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--scale", default="cpu")
+    parser.add_argument("--write", type=Path, default=None, help=f"replace {START}...{END} in it")
+    args = parser.parse_args(argv)
+    parts = []
+    for study in STUDIES:
+        table = load_table(study, args.scale)
+        if table is None:
+            parts.append(f"#### {study}\n\nNot collected yet at scale {args.scale}.\n")
+        else:
+            parts.append(markdown(study, table))
+    text = "\n".join(parts)
+    if args.write is None:
+        print(text)
+        return 0
+    doc = args.write.read_text()
+    if START not in doc or END not in doc:
+        print(f"claims: error: {args.write} has no {START} ... {END} block", file=sys.stderr)
+        return 2
+    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
+    args.write.write_text(pattern.sub(lambda _: f"{START}\n{text}{END}", doc))
+    print(f"wrote the claims of {len(STUDIES)} studies into {args.write}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""The paper's studies at a scale: the CPU scale's recipe, one run per distinct row, resumable
+keyed run folders, and a rerun that reproduces a row's test score exactly."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+from experiments import collect, runs
+from experiments.study import load_study
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from conftest import tiny_overrides
+from nrknet.utils.config import config_differences
+
+STUDIES = ["table3_rkr", "table4_pipeline", "table5_losses", "atoms_J"]
+
+
+def _resolved(cfg) -> dict:
+    """The composed config, resolved, less Hydra's own node."""
+    return {
+        key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        for key, value in cfg.items()
+        if key != "hydra"
+    }
+
+
+def test_the_cpu_scale_replaces_the_gpu_recipe_and_keeps_what_each_row_changes(compose_train):
+    no_fdr = _resolved(compose_train(["experiment=table5_no_fdr", "scale=cpu"]))
+    assert no_fdr["loss"]["beta"] == 0.0 and no_fdr["loss"]["alpha"] == 0.1  # the row's change
+    assert no_fdr["model"]["width"] == 16 and no_fdr["model"]["num_levels"] == 20
+    assert no_fdr["model"]["blur_residual"] is True and no_fdr["model"]["residual_gate"] is False
+    assert no_fdr["data"]["root"].endswith("synthetic_studies")
+    assert no_fdr["data"]["val_scenes"] == "train" and no_fdr["data"]["crop_size"] == 128
+    assert no_fdr["trainer"]["accelerator"] == "cpu" and no_fdr["trainer"]["benchmark"] is False
+    assert no_fdr["test_checkpoint"] == "last" and no_fdr["run_group"] == "table5_losses-cpu"
+
+    gaussian = _resolved(compose_train(["experiment=table3_gaussian", "scale=cpu"]))
+    assert gaussian["model"]["atoms"] == "gaussian" and gaussian["model"]["width"] == 16
+
+    # without a scale, the paper's settings are untouched
+    paper = _resolved(compose_train(["experiment=table3_rkr"]))
+    assert paper["model"]["width"] == 64 and paper["model"]["num_levels"] == 21
+    assert paper["model"]["blur_residual"] is False and paper["data"]["crop_size"] == 256
+    assert paper["test_checkpoint"] == "best" and paper["run_group"] == "table3_rkr"
+
+    # the U-Net keeps its own width: the width-16 NRKNet's number of parameters
+    unet_cfg = compose_train(["experiment=study_unet", "scale=cpu"])
+    nrknet_cfg = compose_train(["experiment=table3_rkr", "scale=cpu"])
+    sizes = [
+        sum(p.numel() for p in instantiate(cfg.model).parameters())
+        for cfg in (unet_cfg, nrknet_cfg)
+    ]
+    assert type(instantiate(unet_cfg.model)).__name__ == "UNetBaseline"
+    assert abs(sizes[0] - sizes[1]) / sizes[1] < 0.1, sizes
+
+
+def test_at_the_cpu_scale_each_row_differs_from_the_reference_only_where_the_paper_row_does():
+    reference, _ = runs.compose_run(["experiment=table3_rkr", "scale=cpu"])
+    # four scales weigh one more output: its loss has a fifth scale weight
+    allowed = {
+        "table3_rkr": ("model.",),
+        "table4_pipeline": ("model.", "loss.scale_weights"),
+        "table5_losses": ("loss.",),
+    }
+    for study, prefix in allowed.items():
+        for row in load_study(study)["rows"]:
+            config, _ = runs.compose_run(runs.row_overrides(row, "cpu"))
+            changed = [key for key, _, _ in config_differences(reference, config)]
+            assert all(key.startswith(prefix) for key in changed), (study, row["label"], changed)
+    for row in load_study("atoms_J")["rows"]:
+        config, _ = runs.compose_run(runs.row_overrides(row, "cpu"))
+        changed = [key for key, _, _ in config_differences(reference, config)]
+        assert changed in ([], ["model.num_levels"]), (row["label"], changed)
+
+
+def test_a_run_shared_by_several_studies_is_planned_once(tmp_path):
+    plan = runs.plan(STUDIES, "cpu", root=tmp_path)
+    by_rows = {tuple(run.rows): run for run in plan}
+    reference = next(run for run in plan if ("table3_rkr", "RKR") in run.rows)
+    assert reference.rows == [
+        ("table3_rkr", "RKR"),
+        ("table4_pipeline", "original"),
+        ("table5_losses", "full loss"),
+        ("atoms_J", "J = 20"),
+    ]
+    unet = next(run for run in plan if run.folder.name.startswith("unet_baseline-"))
+    assert [study for study, _ in unet.rows] == STUDIES
+    rows = sum(len(load_study(s)["rows"]) + 1 for s in STUDIES)
+    assert len(plan) == rows - 3 - 3 == 16  # the reference and the U-Net counted once each
+    assert len(by_rows) == len({run.folder for run in plan}) == 16
+    # a key does not depend on which study asks first, nor on the checkout
+    again = runs.plan(list(reversed(STUDIES)), "cpu", root=tmp_path)
+    assert {run.folder for run in again} == {run.folder for run in plan}
+
+
+def test_the_runner_refuses_an_unknown_scale_and_bad_seeds(capsys):
+    with pytest.raises(SystemExit):
+        runs.main(["table3_rkr", "--scale", "tpu"])
+    assert "no conf/scale/tpu.yaml" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        runs.main(["table3_rkr", "--scale", "cpu", "--seeds", "0,x"])
+    assert "--seeds='0,x'" in capsys.readouterr().err
+
+
+def _tiny(data_dir: Path, out_dir: Path) -> list[str]:
+    keep = ("paths.output_dir", "paths.root_dir", "paths.log_dir")
+    return [
+        *(o for o in tiny_overrides(data_dir, out_dir) if not o.startswith(keep)),
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "callbacks.figures.num_images=0",
+    ]
+
+
+@pytest.mark.slow
+def test_a_row_rerun_from_its_command_reproduces_its_test_psnr_and_the_collector_reads_it(
+    tmp_path, synthetic_data_dir, monkeypatch
+):
+    """The committed command of a row and seed, run twice on a shortened recipe: the same
+    test PSNR to the last bit; the collector then finds the run through its key."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    extra = _tiny(synthetic_data_dir, tmp_path)
+    scores, records = [], []
+    for name in ("first", "again"):
+        root = tmp_path / name
+        plan = runs.plan(["table5_losses"], "cpu", root=root, extra=extra)
+        run = next(r for r in plan if ("table5_losses", "full loss") in r.rows)
+        assert runs.execute(run, 1, threads=1) == "trained"
+        assert runs.execute(run, 1, threads=1) == "done before"
+        seed_dir = run.folder / "seed1"
+        metrics = json.loads((seed_dir / "metrics.json").read_text())
+        assert metrics["tested_checkpoint"] == metrics["last_checkpoint"]
+        assert metrics["last_val_psnr"] is not None and metrics["seed"] == 1
+        assert (
+            (seed_dir / "command.txt").read_text().startswith("nrknet-train experiment=table5_full")
+        )
+        scores.append(metrics["test"]["synthetic"]["psnr"])
+        records.append(metrics)
+    assert scores[0] == scores[1]
+
+    table = collect.collect_scale("table5_losses", "cpu", tmp_path / "first", extra)
+    rows = {row["label"]: row for row in table["rows"]}
+    full = rows["full loss"]
+    assert full["n"] == 1 and full["test"]["synthetic"]["psnr"] == scores[0]
+    assert full["val_psnr"] == records[0]["last_val_psnr"]
+    assert rows["U-Net baseline"]["status"] == "missing" and rows["without FDR loss"]["n"] == 0
+    collect.copy_configs(table, tmp_path / "out")
+    (config,) = (tmp_path / "out" / "configs").iterdir()
+    assert config.name == "full_loss_seed1.yaml"
+    assert config.read_text().startswith("# nrknet-train experiment=table5_full")
+
+
+def _row(label: str, paper: float | None, runs_psnr: list[float]) -> dict:
+    n = len(runs_psnr)
+    mean = sum(runs_psnr) / n
+    std = (sum((v - mean) ** 2 for v in runs_psnr) / (n - 1)) ** 0.5
+    return {
+        "label": label,
+        "paper_psnr": paper,
+        "n": n,
+        "test": {"synthetic": {"psnr": mean}},
+        "test_std": {"synthetic": {"psnr": std}},
+    }
+
+
+def test_a_difference_is_called_only_beyond_twice_its_standard_error():
+    from experiments import claims
+
+    table = {
+        "datasets": ["synthetic"],
+        "rows": [
+            _row("fixed Gaussian atoms", 25.309, [26.0, 26.1, 26.2]),  # -0.5 +- 0.08: holds
+            _row("non-recursive", 25.994, [26.7, 26.8, 26.9]),  # +0.2 +- 0.08: reversed
+            _row("non-separable", 26.071, [26.2, 26.9, 26.5]),  # -0.07 +- 0.21: undecided
+            _row("RKR", 26.109, [26.5, 26.6, 26.7]),
+            _row("U-Net baseline", None, [26.0, 26.0, 26.1]),
+        ],
+    }
+    verdicts = {c["label"]: c for c in claims.claims("table3_rkr", table)}
+    assert set(verdicts) == {"fixed Gaussian atoms", "non-recursive", "non-separable"}
+    assert verdicts["fixed Gaussian atoms"]["verdict"] == "holds"
+    assert verdicts["non-recursive"]["verdict"] == "reversed"
+    undecided = verdicts["non-separable"]
+    assert undecided["verdict"].startswith("cannot decide")
+    # 8 s^2 / d^2, s^2 the mean of the two rows' variances, d the paper's difference
+    pooled = (statistics.variance([26.2, 26.9, 26.5]) + statistics.variance([26.5, 26.6, 26.7])) / 2
+    assert undecided["seeds_needed"] == math.ceil(8 * pooled / (26.071 - 26.109) ** 2)
+    assert abs(undecided["here"] - (26.5333333 - 26.6)) < 1e-6
