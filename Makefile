@@ -10,7 +10,7 @@ DATA ?= synthetic
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint format bench train eval predict sweep studies clean
+.PHONY: help install test test-fast lint format bench train eval predict demo sweep studies clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ eval: $(STAMP) ## Score a checkpoint: make eval CKPT=path.ckpt [DATA=synthetic|d
 predict: $(STAMP) ## Deblur photos: make predict IN=photos/ OUT=deblurred/ [CKPT=path.ckpt or name; default: the bundled model] [ARGS=...]
 	@if [ -z "$(IN)" ] || [ -z "$(OUT)" ]; then echo "usage: make predict IN=photos/ OUT=out/ [CKPT=model.ckpt] [ARGS='--tile 512']" >&2; exit 2; fi
 	$(BIN)/nrknet-predict "$(IN)" --out "$(OUT)" $(if $(CKPT),--ckpt "$(CKPT)") $(ARGS)
+
+demo: $(STAMP) ## Web demo on http://127.0.0.1:7860: make demo [CKPT=path.ckpt or name] [ARGS="--ckpt b.ckpt --port 7860"]
+	$(BIN)/nrknet-demo $(if $(CKPT),--ckpt "$(CKPT)") $(ARGS)
 
 # expanded once (:=), so the sweep and its collection name the same folder; the process id keeps
 # two sweeps started in the same second apart

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "nrknet"
 
 #: From the top down; a unit may import the units of lower layers, not those of its own layer.
 LAYERS: list[tuple[str, ...]] = [
-    ("train", "eval", "predict", "export", "convert", "synth"),  # the entry points
+    ("train", "eval", "predict", "export", "convert", "synth", "demo"),  # the entry points
     ("cli",),  # their error reporter
     ("training",),
     ("inference",),
@@ -73,6 +73,26 @@ def test_the_architecture_document_names_every_layer():
     text = (PACKAGE.parents[1] / "docs" / "architecture.md").read_text()
     for unit in LAYER_OF:
         assert f"`{unit}" in text, unit
+
+
+def test_only_the_demo_imports_gradio():
+    """Gradio (the ``demo`` extra) is imported by ``nrknet.demo`` alone, so every other command
+    works, and starts as fast, without it."""
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.relative_to(PACKAGE).parts[0] == "demo":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if any(name.split(".")[0] in ("gradio", "gradio_client") for name in names):
+                wrong.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert not wrong, wrong
 
 
 def test_importing_the_data_package_loads_no_framework():

@@ -39,7 +39,7 @@ def variant_kwargs(name: str) -> dict:
     config = OmegaConf.load(MODEL_CONFIGS / "nrknet.yaml")
     if name != "nrknet":
         config = OmegaConf.merge(config, OmegaConf.load(MODEL_CONFIGS / f"{name}.yaml"))
-    kwargs = OmegaConf.to_container(config)
+    kwargs = OmegaConf.to_container(config, resolve=True)
     kwargs.pop("_target_")
     kwargs.pop("defaults", None)
     return {**kwargs, "width": 8}

@@ -97,3 +97,13 @@ def test_predict_runs_from_the_installed_package(installed, tmp_path):
     proc = run(["-m", "nrknet.predict", str(photos), "--out", "out", "-q"], installed, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "out" / "a.png").is_file()
+
+
+def test_the_demo_runs_from_the_installed_package_with_its_examples(installed, tmp_path):
+    from nrknet.demo.examples import EXAMPLES
+
+    for example in EXAMPLES:
+        assert (installed / "nrknet" / "demo" / "example_images" / example.filename).is_file()
+    proc = run(["-m", "nrknet.demo", "--help"], installed, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "--ckpt" in proc.stdout

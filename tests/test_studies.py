@@ -191,3 +191,30 @@ def test_a_difference_is_called_only_beyond_twice_its_standard_error():
     pooled = (statistics.variance([26.2, 26.9, 26.5]) + statistics.variance([26.5, 26.6, 26.7])) / 2
     assert undecided["seeds_needed"] == math.ceil(8 * pooled / (26.071 - 26.109) ** 2)
     assert abs(undecided["here"] - (26.5333333 - 26.6)) < 1e-6
+
+
+@pytest.mark.slow
+def test_a_study_run_logs_its_group_rows_and_test_scores_to_wandb(tmp_path, synthetic_data_dir):
+    """wandb (offline) gets the study-and-scale group, the rows the run stands for and the
+    test scores, so that its run table compares the rows of a study."""
+    import os
+    import subprocess
+    import sys
+
+    extra = [*_tiny(synthetic_data_dir, tmp_path), "logger=[csv,wandb]"]
+    run = next(
+        r for r in runs.plan(["table3_rkr", "atoms_J"], "cpu", tmp_path, extra) if len(r.rows) > 1
+    )
+    command = runs.train_command(run, 0)
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
+    env.pop("WANDB_API_KEY", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nrknet.train", *command[1:]],
+        cwd=runs.ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (record,) = (run.folder / "seed0" / "wandb").glob("offline-run-*/run-*.wandb")
+    data = record.read_bytes()
+    assert b"table3_rkr-cpu" in data  # the group: study and scale
+    assert b'"table3_rkr: RKR"' in data and b'"atoms_J: J = 20"' in data
+    assert b"test/synthetic/psnr" in data

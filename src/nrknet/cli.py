@@ -1,5 +1,5 @@
 """The one error reporter of every command-line tool (``nrknet-train``, ``-eval``, ``-predict``,
-``-export``, ``-convert``, ``-synth``).
+``-export``, ``-convert``, ``-synth``, ``-demo``).
 
 An error the user can act on (any :class:`~nrknet.errors.NRKNetError`, a bad
 value, a missing or unwritable file, a config Hydra cannot compose) becomes one
