@@ -78,3 +78,29 @@ def compose_train():
 def synthetic_data_dir(tmp_path_factory) -> Path:
     """One tiny synthetic set shared by the framework tests (rendered on first use)."""
     return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    """A tiny NRKNet checkpoint (width 8, seed 0) for the inference tests."""
+    from nrknet.models.nrknet import NRKNet
+    from nrknet.weights.checkpoint import save_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
+    save_model(NRKNet(width=8), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def unet_ckpt(tmp_path_factory) -> Path:
+    """A tiny U-Net baseline checkpoint whose output differs from its input."""
+    from nrknet.models.unet_baseline import UNetBaseline
+    from nrknet.weights.checkpoint import save_model
+
+    torch.manual_seed(0)
+    model = UNetBaseline(width=4)
+    torch.nn.init.normal_(model.tail.weight, std=0.1)  # untrained it is the identity
+    path = tmp_path_factory.mktemp("ckpt") / "unet.ckpt"
+    save_model(model, path)
+    return path

@@ -31,33 +31,11 @@ from nrknet.demo.engine import DemoEngine, bundled_models
 from nrknet.demo.examples import EXAMPLES, example_paths
 from nrknet.errors import UsageError
 from nrknet.inference import SettingError
-from nrknet.models.nrknet import NRKNet
-from nrknet.weights.checkpoint import save_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
-    save_model(NRKNet(width=8), path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def unet_ckpt(tmp_path_factory) -> Path:
-    from nrknet.models.unet_baseline import UNetBaseline
-
-    torch.manual_seed(0)
-    model = UNetBaseline(width=4)
-    torch.nn.init.normal_(model.tail.weight, std=0.1)  # untrained it is the identity
-    path = tmp_path_factory.mktemp("ckpt") / "unet.ckpt"
-    save_model(model, path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -18,26 +18,6 @@ from nrknet.weights.checkpoint import save_model
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "m.ckpt"
-    save_model(NRKNet(width=8), path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def unet_ckpt(tmp_path_factory) -> Path:
-    from nrknet.models.unet_baseline import UNetBaseline
-
-    torch.manual_seed(0)
-    model = UNetBaseline(width=4)
-    torch.nn.init.normal_(model.tail.weight, std=0.1)  # untrained it is the identity
-    path = tmp_path_factory.mktemp("ckpt") / "unet.ckpt"
-    save_model(model, path)
-    return path
-
-
 def _scene(height: int, width: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     coarse = rng.random((height // 8 + 2, width // 8 + 2, 3)).astype(np.float32)
