@@ -19,6 +19,7 @@ BENCHMARKS = {
     "synthetic": "benchmarks.bench_synthetic",
     "predict": "benchmarks.bench_predict",
     "speed": "benchmarks.bench_speed",
+    "atoms": "benchmarks.bench_atoms",
     "compile_cpu": "benchmarks.bench_compile_cpu",
     "gpu": "benchmarks.bench_gpu",
     "gpu_variants": "benchmarks.bench_gpu_variants",

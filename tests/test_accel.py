@@ -19,7 +19,7 @@ from nrknet.accel.taps import tap_filter, tap_filter_adjoint, tap_filter_taps_gr
 from nrknet.models.coefficients import ConvLSTMCoefficientHead, PlainCoefficientHead
 from nrknet.models.nrknet import NRKNet
 from nrknet.models.unet import FeatureUNet
-from nrknet.ops.atoms import RecursiveAtoms
+from nrknet.ops.atoms import IndependentAtoms, RecursiveAtoms
 from nrknet.ops.rkr import RKRBlur
 
 CL = torch.channels_last
@@ -142,6 +142,44 @@ def test_rkr_operator_equals_plain_with_gradients(atom_kwargs, mixing):
         torch.testing.assert_close(a, b, **F64_GRAD)
 
 
+@pytest.mark.parametrize("variant", ["non_recursive", "non_separable"])
+@pytest.mark.parametrize(
+    "size", [(14, 11), (5, 7)], ids=["image-wider-than-atoms", "atoms-wider-than-image"]
+)
+def test_fft_levels_of_independent_atoms_equal_plain_with_gradients(variant, size):
+    """Every level and the gradients to the input and the atoms; reflection repeats on (5, 7)."""
+    torch.manual_seed(4)
+    plain = IndependentAtoms(variant, num_levels=8).double()
+    with torch.no_grad():
+        for logits in plain.logits:
+            logits.normal_(0, 1.5)
+    fast = accelerated_twin(plain)
+    assert type(fast).__name__ == "AcceleratedIndependentAtoms"
+    x = torch.rand(2, 3, *size, dtype=torch.double, requires_grad=True)
+    expected, got = list(plain.levels(x)), list(fast.levels(x))
+    assert len(got) == len(expected) == 9
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, **F64)
+    for a, b in zip(
+        grads(got, [x, *fast.parameters()]), grads(expected, [x, *plain.parameters()]), strict=True
+    ):
+        torch.testing.assert_close(a, b, **F64_GRAD)
+
+
+def test_fft_levels_in_float32_stay_within_rounding():
+    torch.manual_seed(4)
+    plain = IndependentAtoms("non_separable", num_levels=20)
+    fast = accelerated_twin(plain)
+    x = torch.rand(2, 3, 64, 48)
+    for a, b in zip(fast.levels(x), plain.levels(x), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_the_gaussian_bank_keeps_its_direct_form():
+    fast = accelerated_twin(IndependentAtoms("gaussian", num_levels=8))
+    assert type(fast) is IndependentAtoms
+
+
 @pytest.mark.parametrize("extra_blocks", [0, 1])
 @pytest.mark.parametrize("band_bytes", [1, 5000, 1 << 30], ids=["2-rows", "some", "whole"])
 def test_unet_paths_equal_plain(extra_blocks, band_bytes):
@@ -191,7 +229,9 @@ MODEL_VARIANTS = {
     "full-expansion": {"fusion": "full_expansion"},
     "residual-gate": {"residual_gate": True},
     "blur-residual": {"blur_residual": True},
-    "non-recursive-atoms-plain-rkr": {"atoms": "non_recursive"},
+    "non-recursive-atoms-fft-levels": {"atoms": "non_recursive"},
+    "non-separable-atoms-fft-levels": {"atoms": "non_separable"},
+    "gaussian-atoms-plain": {"atoms": "gaussian"},
 }
 
 

@@ -85,6 +85,17 @@ def test_uncovered_atom_bank_runs_plain_and_is_logged_once(caplog):
     assert type(model.unet).__name__ == "AcceleratedFeatureUNet"  # the rest is accelerated
 
 
+def test_learned_independent_atoms_take_the_fft_levels_and_say_so(caplog):
+    model = NRKNet(width=4, num_levels=3, atoms="non_separable")
+    with caplog.at_level(logging.INFO, logger="nrknet.accel"):
+        accelerate(model, "on")
+    lines = [r.getMessage() for r in caplog.records if r.name == "nrknet.accel"]
+    assert len(lines) == 1 and "(non_separable)" in lines[0] and "levels by FFT" in lines[0]
+    assert type(model.atoms).__name__ == "AcceleratedIndependentAtoms"
+    accelerate(model, "off")
+    assert type(model.atoms).__name__ == "IndependentAtoms"
+
+
 def test_unknown_coefficient_head_runs_its_own_code_and_is_logged(caplog):
     torch.manual_seed(1)
     model = NRKNet(width=4, num_levels=3, recurrent=False, coefficient_head=HeadOfOurOwn)

@@ -176,3 +176,14 @@ def test_synthetic_benchmark_writes_a_set_at_toy_size(one_thread):
 
     figures = bench_synthetic._generate(2, size=64)
     assert figures["pairs"] == 2 and figures["pairs_per_s"] > 0
+
+
+def test_atom_bank_step_benchmark_times_every_table3_row_both_ways():
+    from benchmarks import bench_atoms
+
+    result = bench_atoms.run(quick=True)
+    atoms = {figures["atoms"] for figures in result["rows"].values()}
+    assert atoms == {"recursive", "gaussian", "non_recursive", "non_separable"}
+    for figures in result["rows"].values():
+        assert figures["accelerated_step_s"] > 0 and figures["plain_step_s"] > 0
+    assert len(bench_atoms.rows(result)) == 4

@@ -11,7 +11,10 @@ back. Covered:
 * both coefficient heads: BatchNorm folded into the local convolution and
   banded inference (:mod:`nrknet.accel.coefficients`);
 * :class:`~nrknet.ops.rkr.RKRBlur` over :class:`~nrknet.ops.atoms.RecursiveAtoms`:
-  the fused level loop with a recomputing backward pass (:mod:`nrknet.accel.rkr`).
+  the fused level loop with a recomputing backward pass (:mod:`nrknet.accel.rkr`);
+* the learned :class:`~nrknet.ops.atoms.IndependentAtoms` (non-recursive and
+  non-separable, Table 3): every level from one FFT of the padded input
+  (:mod:`nrknet.accel.atoms`); the operator over them keeps its plain level loop.
 
 Anything else (other atom banks, coefficient heads of one's own) keeps its
 plain code, and one log line says so. Under autocast the accelerated U-Net and
@@ -26,12 +29,14 @@ import logging
 import torch
 from torch import nn
 
+from nrknet.accel.atoms import FFT_VARIANTS, AcceleratedIndependentAtoms
 from nrknet.accel.coefficients import AcceleratedConvLSTMHead, AcceleratedPlainHead
 from nrknet.accel.rkr import AcceleratedRKRBlur
 from nrknet.accel.unet import AcceleratedFeatureUNet
 from nrknet.models.coefficients import ConvLSTMCoefficientHead, PlainCoefficientHead
 from nrknet.models.nrknet import NRKNet
 from nrknet.models.unet import FeatureUNet
+from nrknet.ops.atoms import IndependentAtoms
 from nrknet.ops.rkr import RKRBlur
 from nrknet.utils.switches import SWITCH_VALUES, resolve_switch
 
@@ -43,6 +48,7 @@ ACCELERATED: dict[type[nn.Module], type[nn.Module]] = {
     ConvLSTMCoefficientHead: AcceleratedConvLSTMHead,
     PlainCoefficientHead: AcceleratedPlainHead,
     RKRBlur: AcceleratedRKRBlur,
+    IndependentAtoms: AcceleratedIndependentAtoms,
 }
 PLAIN: dict[type[nn.Module], type[nn.Module]] = {v: k for k, v in ACCELERATED.items()}
 
@@ -78,15 +84,19 @@ def accelerate(model, mode: str | bool = "auto", *, device=None, training: bool 
     purpose = "training" if training else "inference"
     for module in model.modules():
         target = ACCELERATED.get(type(module))
-        if target is AcceleratedRKRBlur and not AcceleratedRKRBlur.covers(module):
-            log.info(
-                "accel: atom bank %s is not covered by the fused RKR operator; "
-                "its plain level-by-level form runs for %s",
-                type(module.atoms).__name__,
-                purpose,
-            )
-        elif target is not None:
+        if target is not None and _covers(target, module):
             module.__class__ = target
+        elif target is AcceleratedRKRBlur:
+            atoms = module.atoms
+            variant = atoms.variant if type(atoms) is IndependentAtoms else None
+            log.info(
+                "accel: atom bank %s%s is not covered by the fused RKR operator; "
+                "its plain level-by-level form runs for %s%s",
+                type(atoms).__name__,
+                f" ({variant})" if variant else "",
+                purpose,
+                ", with its levels by FFT" if variant in FFT_VARIANTS else "",
+            )
         head = getattr(module, "coefficients", None) if isinstance(module, NRKNet) else None
         if head is not None and type(head) not in ACCELERATED and type(head) not in PLAIN:
             log.info(
@@ -95,6 +105,12 @@ def accelerate(model, mode: str | bool = "auto", *, device=None, training: bool 
                 purpose,
             )
     return model
+
+
+def _covers(target: type[nn.Module], module: nn.Module) -> bool:
+    """Whether ``target`` computes ``module`` (classes that cover only some settings say so)."""
+    covers = getattr(target, "covers", None)
+    return covers is None or covers(module)
 
 
 def is_accelerated(model: nn.Module) -> bool:
