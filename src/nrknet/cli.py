@@ -10,6 +10,7 @@ traceback is shown with ``--debug`` (the argparse tools), ``NRKNET_DEBUG=1`` or
 
 from __future__ import annotations
 
+import argparse
 import functools
 import logging
 import os
@@ -22,6 +23,7 @@ from nrknet.errors import NRKNetError, root_cause
 
 __all__ = [
     "USAGE_ERROR_STATUS",
+    "add_model_options",
     "debug_requested",
     "finish_wandb",
     "reported",
@@ -31,6 +33,26 @@ __all__ = [
 
 #: The exit status of every error :func:`reported` turns into one line.
 USAGE_ERROR_STATUS = 2
+
+
+def add_model_options(parser: argparse.ArgumentParser, *, device: bool = True) -> None:
+    """The options every tool that loads a model shares: ``--trust-code``, ``--device`` and
+    ``--threads`` (where it runs the model), ``--debug``."""
+    parser.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="build components outside nrknet that a checkpoint names (your own atom bank or "
+        "head): their modules are imported, which runs their code; only for checkpoints you trust",
+    )
+    if device:
+        parser.add_argument(
+            "--device",
+            default="auto",
+            choices=("auto", "cpu", "cuda"),
+            help="default: cuda if available",
+        )
+        parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nrknet.cli import reported
+from nrknet.cli import add_model_options, reported
 from nrknet.errors import NRKNetError, UsageError
 from nrknet.models.nrknet import NRKNet
 from nrknet.ops.atoms import IndependentAtoms, RecursiveAtoms
@@ -175,13 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output", help="ONNX file to write (.onnx)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset version")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    parser.add_argument(
-        "--trust-code",
-        action="store_true",
-        help="build components outside nrknet that the checkpoint names (imports their "
-        "modules, which runs their code); only for checkpoints you trust",
-    )
-    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    add_model_options(parser, device=False)
     return run(parser.parse_args(argv))
 
 

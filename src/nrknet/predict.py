@@ -79,7 +79,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nrknet.cli import reported
+from nrknet.cli import add_model_options, reported
 from nrknet.errors import UsageError
 
 PROG = "nrknet-predict"
@@ -118,19 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="a name from the weights registry (e.g. nrknet-synthetic), or else a path "
         f"(./NAME for a file named like one); default: the bundled {DEFAULT_MODEL}, "
         "trained on rendered data",
-    )
-    parser.add_argument(
-        "--trust-code",
-        action="store_true",
-        help="build components outside nrknet that the checkpoint names (your own atom bank "
-        "or head): their modules are imported, which runs their code; only for checkpoints "
-        "you trust",
-    )
-    parser.add_argument(
-        "--device",
-        default="auto",
-        choices=("auto", "cpu", "cuda"),
-        help="default: cuda if available",
     )
     parser.add_argument(
         "--half",
@@ -186,9 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="coefficient levels shown by --figures, comma-separated (default 0,J/4,J/2,3J/4,J)",
     )
     parser.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality (default 95)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_model_options(parser)
     return parser
 
 

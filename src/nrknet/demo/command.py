@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from nrknet.cli import reported
+from nrknet.cli import add_model_options, reported
 from nrknet.errors import UsageError
 
 PROG = "nrknet-demo"
@@ -62,20 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also publish the page through a public Gradio share link (off by default; needs "
         "internet access and lets anyone with the link use this machine)",
     )
-    parser.add_argument(
-        "--trust-code",
-        action="store_true",
-        help="build components outside nrknet that a checkpoint names (runs their code; only for "
-        "checkpoints you trust)",
-    )
-    parser.add_argument(
-        "--device",
-        default="auto",
-        choices=("auto", "cpu", "cuda"),
-        help="default: cuda if available",
-    )
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_model_options(parser)
     return parser
 
 
