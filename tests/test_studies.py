@@ -155,17 +155,60 @@ def test_a_row_rerun_from_its_command_reproduces_its_test_psnr_and_the_collector
     assert config.read_text().startswith("# nrknet-train experiment=table5_full")
 
 
-def _row(label: str, paper: float | None, runs_psnr: list[float]) -> dict:
+def _row(
+    label: str, paper: float | None, runs_psnr: list[float], seeds: list | None = None
+) -> dict:
+    """A collected row; with ``seeds``, its per-seed runs too (what pairs two rows)."""
     n = len(runs_psnr)
     mean = sum(runs_psnr) / n
     std = (sum((v - mean) ** 2 for v in runs_psnr) / (n - 1)) ** 0.5
+    runs = [
+        {"seed": str(seed), "status": "done", "test": {"synthetic": {"psnr": value}}}
+        for seed, value in zip(seeds or [], runs_psnr, strict=False)
+    ]
     return {
         "label": label,
         "paper_psnr": paper,
         "n": n,
         "test": {"synthetic": {"psnr": mean}},
         "test_std": {"synthetic": {"psnr": std}},
+        "runs": runs,
     }
+
+
+def test_rows_run_with_the_same_seeds_are_compared_seed_by_seed():
+    """A seed that lifts every row alike cancels in the paired difference."""
+    from experiments import claims
+
+    seeds = [0, 1, 2]
+    ref = [26.5, 26.0, 26.9]
+    table = {
+        "title": "Table 3",
+        "datasets": ["synthetic"],
+        "rows": [
+            _row("fixed Gaussian atoms", 25.309, [v - 0.05 for v in ref[:2]] + [26.83], seeds),
+            _row("non-recursive", 25.994, [v + 0.04 for v in ref], [0, 1, 5]),  # two in common
+            _row("non-separable", 26.071, [26.5, 26.1, 26.8], seeds),
+            _row("RKR", 26.109, ref, seeds),
+        ],
+    }
+    verdicts = {c["label"]: c for c in claims.claims("table3_rkr", table)}
+    gaussian = verdicts["fixed Gaussian atoms"]
+    diffs = [-0.05, -0.05, -0.07]
+    assert gaussian["paired"] == 3 and gaussian["verdict"] == "holds"
+    assert abs(gaussian["here"] - statistics.fmean(diffs)) < 1e-9
+    assert abs(gaussian["se"] - statistics.stdev(diffs) / 3**0.5) < 1e-9
+    # the same values compared as means: the seed's spread hides the difference
+    unpaired = claims.claims(
+        "table3_rkr", {**table, "rows": [{**r, "runs": []} for r in table["rows"]]}
+    )
+    assert unpaired[0]["verdict"].startswith("cannot decide") and "paired" not in unpaired[0]
+    assert verdicts["non-recursive"]["paired"] == 2  # seed 5 has no partner
+    undecided = verdicts["non-separable"]
+    assert undecided["verdict"].startswith("cannot decide")
+    spread = statistics.stdev([0.0, 0.1, -0.1])
+    assert undecided["seeds_needed"] == math.ceil(4 * spread**2 / (26.071 - 26.109) ** 2)
+    assert "3 paired" in claims.markdown("table3_rkr", table)
 
 
 def test_a_difference_is_called_only_beyond_twice_its_standard_error():

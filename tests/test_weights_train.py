@@ -55,7 +55,7 @@ def test_init_from_starts_fresh_while_ckpt_path_resumes(
 
     tuned = run("tuned", "trainer.max_epochs=1", f"init_from={last}")
     assert (probe.epoch, probe.step, probe.optimizer_state) == (0, 0, 0)
-    assert probe.lr == pytest.approx(2.0e-3)  # the schedule starts again too
+    assert probe.lr == pytest.approx(1.0e-3)  # the schedule starts again too
     expected = read_model_weights(last)
     assert all(torch.equal(probe.weights[k], expected[k]) for k in expected)
     assert tuned["epochs"] == 1 and tuned["global_step"] == steps_per_epoch
