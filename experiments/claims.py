@@ -14,10 +14,12 @@ by seed: ``d_s = row_s - ref_s``, here ``mean(d)``, standard error ``sd(d) / sqr
 Otherwise the means are compared, with ``sqrt(s_row^2 / n_row + s_ref^2 / n_ref)`` (unpaired).
 
 A difference is called only when it exceeds twice its standard error: then it *holds* (the
-paper's sign) or is *reversed*; otherwise this scale *cannot decide*, and the table gives the
-number of seeds per row at which a difference of the paper's size would exceed twice its
-standard error: ``ceil(4 sd(d)^2 / d_paper^2)`` paired, ``ceil(8 s^2 / d_paper^2)`` unpaired
-with ``s`` the two rows' pooled standard deviation.
+paper's sign) or is *reversed*. Otherwise this scale *cannot decide* its sign; the verdict then
+says whether the paper's difference lies more than twice the standard error away from the one
+here (this scale rules the paper's difference out), or else gives the number of seeds per row
+at which a difference of the paper's size would exceed twice its standard error:
+``ceil(4 sd(d)^2 / d_paper^2)`` paired, ``ceil(8 s^2 / d_paper^2)`` unpaired with ``s`` the
+two rows' pooled standard deviation (at least 2).
 """
 
 from __future__ import annotations
@@ -71,17 +73,22 @@ def claims(study: str, table: dict) -> list[dict]:
             spread = statistics.stdev(diffs)
             entry.update(here=statistics.fmean(diffs), se=spread / math.sqrt(len(diffs)))
             entry.update(paired=len(diffs))
-            entry["seeds_needed"] = math.ceil(4 * spread**2 / paper**2) if paper else None
+            entry["seeds_needed"] = _at_least_two(4 * spread**2 / paper**2) if paper else None
         else:
             if mean is not None and ref_mean is not None:
                 entry["here"] = mean - ref_mean
             if std is not None and ref_std is not None and n > 1 and ref_n > 1:
                 entry["se"] = math.sqrt(std**2 / n + ref_std**2 / ref_n)
                 pooled = math.sqrt((std**2 + ref_std**2) / 2)
-                entry["seeds_needed"] = math.ceil(8 * pooled**2 / paper**2) if paper else None
+                entry["seeds_needed"] = _at_least_two(8 * pooled**2 / paper**2) if paper else None
         entry["verdict"] = verdict(entry)
         out.append(entry)
     return out
+
+
+def _at_least_two(seeds: float) -> int:
+    """Seeds per row for a standard error (one seed has none)."""
+    return max(2, math.ceil(seeds))
 
 
 def verdict(entry: dict) -> str:
@@ -90,9 +97,11 @@ def verdict(entry: dict) -> str:
         return "not run (fewer than 2 seeds)"
     if abs(here) <= 2 * se:
         needed = entry.get("seeds_needed")
-        return "cannot decide" + (
-            f": about {needed} seeds per row for the paper's size" if needed else ""
-        )
+        if abs(here - paper) > 2 * se:
+            return "cannot decide its sign, but rules out the paper's (beyond 2 s.e.)"
+        if needed is None or needed <= entry.get("paired", min(entry["n"])):
+            return "cannot decide with these seeds"
+        return f"cannot decide: about {needed} seeds per row for the paper's size"
     if paper == 0 or (here > 0) == (paper > 0):
         return "holds"
     return "reversed"
