@@ -23,14 +23,19 @@ def epoch_losses(run_dir: Path) -> list[float]:
     return [float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")]
 
 
+#: where the quickstart's data differ from the default synthetic set (conf/experiment/quickstart.yaml)
+QUICKSTART_DATA = ("data.root=${paths.data_dir}/synthetic_quickstart", "data.val_scenes=train")
+
+
 def eval_overrides(data_dir: Path, out_dir: Path, ckpt: Path, split: str) -> list[str]:
+    """nrknet-eval on the data of the tests' tiny quickstart runs."""
     keep = ("paths.", "data", "trainer", "metrics.")
     overrides = [
         o
         for o in tiny_overrides(data_dir, out_dir)
         if o.startswith(keep) and "progress_bar" not in o
     ]
-    return [*overrides, f"ckpt_path={ckpt}", f"split={split}"]
+    return [*overrides, *QUICKSTART_DATA, f"ckpt_path={ckpt}", f"split={split}"]
 
 
 def test_short_training_lowers_loss_and_eval_reproduces_val_psnr(
