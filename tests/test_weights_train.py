@@ -127,7 +127,7 @@ def test_a_finished_run_is_neither_overwritten_nor_resumed_into_another_network(
 
     # resuming with another optimizer setting: refused unless asked for
     other = [*base, "test=false", "trainer.max_epochs=2", "optimizer.lr=0.5"]
-    with pytest.raises(CheckpointError, match=r"optimizer\.lr=0\.002 in the checkpoint, 0\.5 here"):
+    with pytest.raises(CheckpointError, match=r"optimizer\.lr=0\.001 in the checkpoint, 0\.5 here"):
         train(compose_train([*other, "auto_resume=true"]))
     assert last.read_bytes() == before
     train(compose_train([*other, "auto_resume=true", "resume_check=false"]))
