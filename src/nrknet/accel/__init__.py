@@ -16,7 +16,7 @@ back. Covered:
   non-separable, Table 3): every level from one FFT of the padded input
   (:mod:`nrknet.accel.atoms`); the operator over them keeps its plain level loop.
 
-Anything else (other atom banks, coefficient heads of one's own) keeps its
+Anything else (the fixed Gaussian bank, atom banks and coefficient heads of one's own) keeps its
 plain code, and one log line says so. Under autocast the accelerated U-Net and
 heads run their plain code too.
 """
