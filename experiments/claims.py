@@ -59,6 +59,7 @@ def claims(study: str, table: dict) -> list[dict]:
     ref = rows[reference]
     dataset = table["datasets"][0]
     ref_mean, ref_std, ref_n = _psnr(ref, dataset)
+    theirs = _by_seed(ref, dataset)
     out = []
     for row in table["rows"]:
         if row["label"] == reference or row["paper_psnr"] is None:
@@ -66,13 +67,14 @@ def claims(study: str, table: dict) -> list[dict]:
         mean, std, n = _psnr(row, dataset)
         paper = row["paper_psnr"] - ref["paper_psnr"]
         entry = {"label": row["label"], "paper": paper, "here": None, "se": None, "n": (n, ref_n)}
-        mine, theirs = _by_seed(row, dataset), _by_seed(ref, dataset)
+        mine = _by_seed(row, dataset)
         common = [seed for seed in mine if seed in theirs]
         if len(common) > 1:
             diffs = [mine[seed] - theirs[seed] for seed in common]
             spread = statistics.stdev(diffs)
-            entry.update(here=statistics.fmean(diffs), se=spread / math.sqrt(len(diffs)))
-            entry.update(paired=len(diffs))
+            entry.update(
+                here=statistics.fmean(diffs), se=spread / math.sqrt(len(diffs)), paired=len(diffs)
+            )
             entry["seeds_needed"] = _at_least_two(4 * spread**2 / paper**2) if paper else None
         else:
             if mean is not None and ref_mean is not None:
