@@ -48,6 +48,7 @@ def tiny_overrides(data_dir: Path, out_dir: Path) -> list[str]:
         "data.num_workers=0",
         "data.progress=false",
         "trainer=cpu",
+        "trainer.check_val_every_n_epoch=1",  # the quickstart validates every 2nd epoch
         "trainer.enable_progress_bar=false",
         "~callbacks.progress_bar",
         "logger=csv",
