@@ -20,6 +20,10 @@ here (this scale rules the paper's difference out), or else gives the number of 
 at which a difference of the paper's size would exceed twice its standard error:
 ``ceil(4 sd(d)^2 / d_paper^2)`` paired, ``ceil(8 s^2 / d_paper^2)`` unpaired with ``s`` the
 two rows' pooled standard deviation (at least 2).
+
+``--write`` also rewrites the measured cost: each collected study's core-hours of training, the
+sum of its finished runs' ``fit_seconds`` (one thread per run) less the pauses recorded in
+``experiments/scales/pauses.json`` (runs stopped while the machine timed other work).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from experiments.study import load_study
 HERE = Path(__file__).resolve().parent
 STUDIES = ("table3_rkr", "table4_pipeline", "table5_losses", "atoms_J")
 START, END = "<!-- claims:start -->", "<!-- claims:end -->"
+COST_START, COST_END = "<!-- cost-measured:start -->", "<!-- cost-measured:end -->"
+PAUSES = HERE / "scales" / "pauses.json"
 
 
 def _psnr(row: dict, dataset: str) -> tuple[float | None, float | None, int]:
@@ -136,6 +142,53 @@ def _seeds(entry: dict) -> str:
     return f"{paired} paired" if paired else f"{entry['n'][0]} / {entry['n'][1]}"
 
 
+def run_id(run: dict) -> str:
+    """``<model>-<key>/seed<k>``: a run's folder under the scale's root."""
+    path = Path(run["run"])
+    return f"{path.parent.name}/{path.name}"
+
+
+def load_pauses(path: Path = PAUSES) -> dict[str, float]:
+    """Seconds each run was stopped during its ``fit_seconds``, by ``run_id``."""
+    if not path.is_file():
+        return {}
+    return {run: float(item["seconds"]) for run, item in json.loads(path.read_text()).items()}
+
+
+def measured_cost(tables: dict[str, dict], pauses: dict[str, float]) -> str:
+    """Core-hours of training per collected study, and of the studies together (a run shared
+    by several studies counted once)."""
+    lines = [
+        "| study | finished runs | core-hours of training | hours with `JOBS=2` | rerun |",
+        "|---|---|---|---|---|",
+    ]
+    every: dict[str, float] = {}
+    for study, table in tables.items():
+        seconds = {
+            run_id(run): run["seconds"] - pauses.get(run_id(run), 0.0)
+            for row in table["rows"]
+            for run in row.get("runs", [])
+            if run["status"] == "done" and run["seconds"] is not None
+        }
+        every.update(seconds)
+        hours = sum(seconds.values()) / 3600
+        lines.append(
+            f"| {study} | {len(seconds)} | {hours:.1f} | {hours / 2:.1f} | "
+            f"`make sweep STUDY={study} SCALE=cpu JOBS=2` |"
+        )
+    hours = sum(every.values()) / 3600
+    lines.append(
+        f"| all collected, shared runs once | {len(every)} | {hours:.1f} | {hours / 2:.1f} | "
+        "`make studies JOBS=2` |"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _replace(doc: str, start: str, end: str, text: str) -> str:
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    return pattern.sub(lambda _: f"{start}\n{text}{end}", doc)
+
+
 def load_table(study: str, scale: str) -> dict | None:
     path = HERE / study / "results" / scale / "table.json"
     return json.loads(path.read_text()) if path.is_file() else None
@@ -148,24 +201,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", default="cpu")
     parser.add_argument("--write", type=Path, default=None, help=f"replace {START}...{END} in it")
     args = parser.parse_args(argv)
-    parts = []
+    parts, tables = [], {}
     for study in STUDIES:
         table = load_table(study, args.scale)
         if table is None:
             parts.append(f"#### {study}\n\nNot collected yet at scale {args.scale}.\n")
         else:
+            tables[study] = table
             parts.append(markdown(study, table))
     text = "\n".join(parts)
+    cost = measured_cost(tables, load_pauses()) if tables else "No study collected yet.\n"
     if args.write is None:
         print(text)
+        print(cost)
         return 0
     doc = args.write.read_text()
-    if START not in doc or END not in doc:
-        print(f"claims: error: {args.write} has no {START} ... {END} block", file=sys.stderr)
-        return 2
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-    args.write.write_text(pattern.sub(lambda _: f"{START}\n{text}{END}", doc))
-    print(f"wrote the claims of {len(STUDIES)} studies into {args.write}")
+    for start, end in ((START, END), (COST_START, COST_END)):
+        if start not in doc or end not in doc:
+            print(f"claims: error: {args.write} has no {start} ... {end} block", file=sys.stderr)
+            return 2
+    doc = _replace(doc, START, END, text)
+    args.write.write_text(_replace(doc, COST_START, COST_END, cost))
+    print(f"wrote the claims and the measured cost of {len(STUDIES)} studies into {args.write}")
     return 0
 
 

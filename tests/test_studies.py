@@ -264,3 +264,25 @@ def test_a_study_run_logs_its_group_rows_and_test_scores_to_wandb(tmp_path, synt
     assert b"table3_rkr-cpu" in data  # the group: study and scale
     assert b'"table3_rkr: RKR"' in data and b'"atoms_J: J = 20"' in data
     assert b"test/synthetic/psnr" in data
+
+
+def test_the_measured_cost_subtracts_pauses_and_counts_a_shared_run_once(tmp_path):
+    from experiments import claims
+
+    def run(folder: str, seed: int, seconds: float, status: str = "done") -> dict:
+        path = f"/logs/studies/cpu/{folder}/seed{seed}"
+        return {"seed": str(seed), "run": path, "seconds": seconds, "status": status}
+
+    shared = [run("nrknet-aaa", 0, 900.0), run("nrknet-aaa", 1, 1800.0 + 900.0)]
+    tables = {
+        "table3_rkr": {"rows": [{"runs": shared}, {"runs": [run("gaussian-bbb", 0, 1800.0)]}]},
+        "table5_losses": {"rows": [{"runs": shared}, {"runs": [run("nrknet-ccc", 0, 5.0, "x")]}]},
+    }
+    pauses = tmp_path / "pauses.json"
+    pauses.write_text('{"nrknet-aaa/seed1": {"seconds": 1800, "when": "a test"}}')
+    text = claims.measured_cost(tables, claims.load_pauses(pauses))
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in text.splitlines()}
+    assert rows["table3_rkr"][1:4] == ["3", "1.0", "0.5"]  # (900 + 900 + 1800) s
+    assert rows["table5_losses"][1:3] == ["2", "0.5"]  # the unfinished run is not priced
+    assert rows["all collected, shared runs once"][1:3] == ["3", "1.0"]
+    assert claims.load_pauses(tmp_path / "none.json") == {}
