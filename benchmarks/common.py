@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -16,25 +15,9 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def machine() -> dict:
-    import torch
+    from nrknet.utils.machine import describe
 
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    return {**describe(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def _with_root(pythonpath: str | None) -> str:

@@ -180,6 +180,7 @@ def _run(seed: str | None, job: dict, datasets: list[str]) -> dict:
         "test": {d: {k: _metric(metrics, d, k) for k in METRICS} for d in datasets},
         "steps": (metrics or {}).get("global_step"),
         "seconds": (metrics or {}).get("fit_seconds"),
+        "cpu": ((metrics or {}).get("machine") or {}).get("cpu"),  # None in older records
         "run": str(job["dir"]),
         "status": "incomplete" if metrics is None else "done",
     }

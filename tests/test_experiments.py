@@ -101,6 +101,8 @@ def test_experiment_runs_one_training_step(
     """Mutation this catches: an experiment whose step returns a NaN or skips every batch."""
     import math
 
+    import torch
+
     overrides = [
         f"experiment={experiment}",
         *tiny_overrides(synthetic_data_dir, tmp_path),
@@ -110,6 +112,7 @@ def test_experiment_runs_one_training_step(
     train(cfg)
     metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert metrics["global_step"] == 1 and metrics["skipped_nonfinite"] == 0
+    assert metrics["machine"]["cpu"] and metrics["machine"]["torch"] == torch.__version__
     assert len(training_steps) == 1
     assert training_steps[0]["loss"] is not None and math.isfinite(training_steps[0]["loss"])
     # autocast exactly when the experiment asks for mixed precision

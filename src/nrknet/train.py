@@ -21,6 +21,7 @@ from nrknet.training.callbacks import AtomicCheckpointIO
 from nrknet.utils.atomic import atomic_write_text, remove_stale_temporaries
 from nrknet.utils.checks import choice
 from nrknet.utils.config import CONFIG_DIR, instantiate_group, require_accelerator, require_numbers
+from nrknet.utils.machine import describe as describe_machine
 from nrknet.weights import resolve_checkpoint
 from nrknet.weights.init import apply_init_from, require_same_run, require_training_state
 
@@ -235,6 +236,8 @@ def train(cfg: DictConfig) -> float | None:
             # the row this run is: collect.py reads it here, where only a finished run writes it
             "overrides": module.run_settings.get("overrides"),
             "test": {name: r["summary"] for name, r in results.items()},
+            # the same command gives the same figures to the last bit only on the same CPU model
+            "machine": describe_machine(),
         }
         atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         files = (
