@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -168,6 +169,17 @@ def test_images_the_network_runs_on_are_passed_unchanged(ckpt, unet_ckpt, one_th
         with torch.inference_mode():
             direct = model(torch.from_numpy(image).permute(2, 0, 1)[None])[0].permute(1, 2, 0)
         np.testing.assert_array_equal(Deblurrer(model, device=device)(image).rgb, direct.numpy())
+
+
+def test_an_array_that_is_no_rgb_image_is_refused_with_its_shape(ckpt, one_thread):
+    from nrknet.errors import DataError
+    from nrknet.inference import Deblurrer, load_inference_model
+
+    device = torch.device("cpu")
+    deblurrer = Deblurrer(load_inference_model(ckpt, device, accel="off"), device=device)
+    for shape in ((16, 16), (16, 16, 4), (1, 16, 16, 3)):
+        with pytest.raises(DataError, match=re.escape(f"got shape {shape}")):
+            deblurrer(np.zeros(shape, np.float32))
 
 
 def test_exif_rotated_jpeg_comes_out_upright(tmp_path, ckpt):

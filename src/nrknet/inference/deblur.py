@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nrknet.errors import ConfigError
+from nrknet.errors import ConfigError, DataError
 from nrknet.inference.self_ensemble import DIHEDRAL_GROUP, self_ensemble
 from nrknet.inference.tiling import DEFAULT_BLEND, DEFAULT_TILE, default_overlap, tiled_apply
 from nrknet.inference.windows import WindowFunction
@@ -134,6 +134,8 @@ class Deblurrer:
         self, rgb: np.ndarray, progress: Callable[[int, int], None] | None = None
     ) -> Deblurred:
         """Deblur ``rgb`` (H x W x 3 float32); ``progress(done, total)`` follows the tiles."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise DataError(f"Deblurrer: expected an H x W x 3 RGB image, got shape {rgb.shape}")
         height, width = rgb.shape[:2]
         grow_h, grow_w = self.smallest_side - height, self.smallest_side - width
         if grow_h > 0 or grow_w > 0:
