@@ -110,7 +110,8 @@ def table(study: str, spec: dict, rows_jobs: list[tuple[dict, dict[str | None, d
     A row's ``test`` and ``val_psnr`` are the means over its finished runs,
     ``test_std`` and ``val_psnr_std`` the sample standard deviations (``None``
     for a single run), ``n`` the number of finished runs; ``runs`` lists each
-    seed's own figures. A seed run twice counts once (the later).
+    seed's own figures. A seed run twice counts once (the later). ``input`` is the blurry
+    input's test PSNR and SSIM, which every run of a study measures on the same images.
     """
     jobs = [job for _, by_seed in rows_jobs for job in by_seed.values()]
     tested = sorted({d for j in jobs if j["metrics"] for d in (j["metrics"].get("test") or {})})
@@ -147,7 +148,20 @@ def table(study: str, spec: dict, rows_jobs: list[tuple[dict, dict[str | None, d
                 else ("done" if len(done) == len(seed_runs) else "incomplete"),
             }
         )
-    return {"study": study, "title": spec.get("title", study), "datasets": datasets, "rows": rows}
+    inputs = {
+        d: {
+            k: _mean([_metric(j["metrics"], d, f"input_{k}") for j in jobs])
+            for k in ("psnr", "ssim")
+        }
+        for d in datasets
+    }
+    return {
+        "study": study,
+        "title": spec.get("title", study),
+        "datasets": datasets,
+        "input": inputs,
+        "rows": rows,
+    }
 
 
 def _by_seed(item: tuple[str | None, dict]) -> tuple:
@@ -231,6 +245,12 @@ def to_markdown(table: dict) -> str:
         else:
             cells.append(Path(r["run"]).name)
         lines.append("| " + " | ".join(cells) + " |")
+    if any(v["psnr"] is not None for v in (table.get("input") or {}).values()):
+        cells = ["blurry input", "", ""]
+        for d in datasets:
+            given = table["input"][d]
+            cells.append(f"{_f(given['psnr'], 2)} / {_f(given['ssim'])} / ")
+        lines.append("| " + " | ".join([*cells, ""]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -251,7 +271,7 @@ def bar_chart(table: dict, path: Path) -> None:
     ]
     paper = [r["paper_psnr"] or 0.0 for r in table["rows"]]
     x = range(len(labels))
-    fig, ax = plt.subplots(figsize=(1.6 * len(labels) + 2, 3.5))
+    fig, ax = plt.subplots(figsize=(1.6 * len(labels) + 5, 3.5))
     ax.bar([i - 0.2 for i in x], paper, width=0.4, label="paper")
     ax.bar(
         [i + 0.2 for i in x],
@@ -261,13 +281,18 @@ def bar_chart(table: dict, path: Path) -> None:
         capsize=3,
         label=f"this run ({dataset or 'val'}; mean ± std over seeds)",
     )
+    given = (table.get("input") or {}).get(dataset, {}).get("psnr") if dataset else None
+    if given is not None:
+        ax.axhline(
+            given, color="grey", linestyle="--", linewidth=1, label=f"blurry input ({dataset})"
+        )
     ax.set_xticks(list(x), labels, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("PSNR (dB)")
     values = [v for v in paper + ours if v]
     if values:
         ax.set_ylim(min(values) - 1.0, max(values) + 0.5)
     ax.set_title(table["title"], fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -149,6 +149,9 @@ def test_a_row_rerun_from_its_command_reproduces_its_test_psnr_and_the_collector
     assert full["n"] == 1 and full["test"]["synthetic"]["psnr"] == scores[0]
     assert full["val_psnr"] == records[0]["last_val_psnr"]
     assert rows["U-Net baseline"]["status"] == "missing" and rows["without FDR loss"]["n"] == 0
+    given = records[0]["test"]["synthetic"]["input_psnr"]
+    assert table["input"]["synthetic"]["psnr"] == given
+    assert f"| blurry input |  |  | {given:.2f} / " in collect.to_markdown(table)
     collect.copy_configs(table, tmp_path / "out")
     (config,) = (tmp_path / "out" / "configs").iterdir()
     assert config.name == "full_loss_seed1.yaml"
