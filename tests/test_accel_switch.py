@@ -92,6 +92,10 @@ def test_learned_independent_atoms_take_the_fft_levels_and_say_so(caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "nrknet.accel"]
     assert len(lines) == 1 and "(non_separable)" in lines[0] and "levels by FFT" in lines[0]
     assert type(model.atoms).__name__ == "AcceleratedIndependentAtoms"
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="nrknet.accel"):
+        accelerate(model, "on")  # after training, for testing: the same line
+    assert [r.getMessage() for r in caplog.records if r.name == "nrknet.accel"] == lines
     accelerate(model, "off")
     assert type(model.atoms).__name__ == "IndependentAtoms"
 

@@ -88,11 +88,12 @@ def accelerate(model, mode: str | bool = "auto", *, device=None, training: bool 
             module.__class__ = target
         elif target is AcceleratedRKRBlur:
             atoms = module.atoms
-            variant = atoms.variant if type(atoms) is IndependentAtoms else None
+            plain = PLAIN.get(type(atoms), type(atoms))  # a model accelerated before: its own name
+            variant = atoms.variant if plain is IndependentAtoms else None
             log.info(
                 "accel: atom bank %s%s is not covered by the fused RKR operator; "
                 "its plain level-by-level form runs for %s%s",
-                type(atoms).__name__,
+                plain.__name__,
                 f" ({variant})" if variant else "",
                 purpose,
                 ", with its levels by FFT" if variant in FFT_VARIANTS else "",
