@@ -18,6 +18,7 @@ from conftest import tiny_overrides
 from nrknet.utils.config import config_differences
 
 STUDIES = ["table3_rkr", "table4_pipeline", "table5_losses", "atoms_J"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _resolved(cfg) -> dict:
@@ -289,3 +290,30 @@ def test_the_measured_cost_subtracts_pauses_and_counts_a_shared_run_once(tmp_pat
     assert rows["table5_losses"][1:3] == ["2", "0.5"]  # the unfinished run is not priced
     assert rows["all collected, shared runs once"][1:3] == ["3", "1.0"]
     assert claims.load_pauses(tmp_path / "none.json") == {}
+
+
+def _committed_tables() -> list[Path]:
+    return sorted((ROOT / "experiments").glob("*/results/cpu/table.json"))
+
+
+@pytest.mark.parametrize("path", _committed_tables(), ids=lambda p: p.parts[-4])
+def test_a_committed_cpu_table_is_the_mean_of_its_committed_runs(path):
+    """Each row's mean and spread are recomputed from the run records in
+    ``experiments/scales/cpu_runs``; each run's figures are read from its own ``metrics.json``."""
+    table = json.loads(path.read_text())
+    dataset = table["datasets"][0]
+    assert table["scale"] == "cpu"
+    for row in table["rows"]:
+        runs = row["runs"]
+        assert row["n"] == len(runs) >= 3 and row["status"] == "done", row["label"]
+        scores = []
+        for run in runs:
+            metrics = json.loads((ROOT / run["run"] / "metrics.json").read_text())
+            assert run["seed"] == str(metrics["seed"]) and run["steps"] == metrics["global_step"]
+            assert run["test"][dataset]["psnr"] == metrics["test"][dataset]["psnr"]
+            scores.append(metrics["test"][dataset]["psnr"])
+        assert row["test"][dataset]["psnr"] == pytest.approx(statistics.fmean(scores), abs=1e-12)
+        assert row["test_std"][dataset]["psnr"] == pytest.approx(
+            statistics.stdev(scores), abs=1e-12
+        )
+    assert any(row["experiment"] == "study_unet" for row in table["rows"])
