@@ -231,3 +231,23 @@ def test_quickstart_killed_in_epoch_3_ends_as_uninterrupted(
         child_env(),
     )
     assert_same_run(run_dir, reference_run)
+
+
+@pytest.mark.slow
+def test_quickstart_validating_every_2nd_epoch_saves_and_resumes_at_every_epoch_end(
+    tmp_path, synthetic_data_dir
+):
+    """The quickstart's own cadence: epoch 3 is not validated, yet last.ckpt is written at its
+    end (Lightning would otherwise save only after validations), and a run killed before that
+    write ends as the uninterrupted one."""
+    cadence = ("trainer.check_val_every_n_epoch=2", "trainer.log_every_n_steps=1")
+    reference = tmp_path / "uninterrupted"
+    run_to_completion(child_command(synthetic_data_dir, reference, *cadence), child_env())
+    run_dir = tmp_path / "run"
+    assert kill_at(run_dir, synthetic_data_dir, 3 * STEPS_PER_EPOCH, "before", *cadence) == (
+        2 * STEPS_PER_EPOCH
+    )
+    run_to_completion(
+        child_command(synthetic_data_dir, run_dir, *cadence, "ckpt_path=last"), child_env()
+    )
+    assert_same_run(run_dir, reference)

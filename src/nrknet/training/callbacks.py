@@ -119,7 +119,9 @@ class LastCheckpoint(ModelCheckpoint):
 
     A mid-epoch save is skipped on an epoch's last batch: the end-of-epoch save
     follows at once, after the validation and the epoch's scheduler step that a
-    checkpoint taken in between would make a resumed run skip.
+    checkpoint taken in between would make a resumed run skip. The end-of-epoch
+    save is made at every epoch's end, validated or not (Lightning's default
+    saves only after validations when ``check_val_every_n_epoch`` is not 1).
     """
 
     def __init__(
@@ -136,6 +138,7 @@ class LastCheckpoint(ModelCheckpoint):
             monitor=None,
             save_top_k=1,
             every_n_epochs=1,
+            save_on_train_epoch_end=True,
             enable_version_counter=False,
         )
         self.steps_between_saves = None if every_n_train_steps is None else int(every_n_train_steps)
