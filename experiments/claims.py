@@ -148,11 +148,26 @@ def run_id(run: dict) -> str:
     return f"{path.parent.name}/{path.name}"
 
 
+class ClaimsError(ValueError):
+    pass
+
+
+RUN_ID = re.compile(r"[\w.-]+-[0-9a-f]{10}/seed\d+")
+
+
 def load_pauses(path: Path = PAUSES) -> dict[str, float]:
     """Seconds each run was stopped during its ``fit_seconds``, by ``run_id``."""
     if not path.is_file():
         return {}
-    return {run: float(item["seconds"]) for run, item in json.loads(path.read_text()).items()}
+    pauses = {}
+    for run, item in json.loads(path.read_text()).items():
+        seconds = item.get("seconds") if isinstance(item, dict) else None
+        if not RUN_ID.fullmatch(run) or not isinstance(seconds, int | float) or seconds <= 0:
+            raise ClaimsError(
+                f"{path}: entry {run!r}: expected '<model>-<key>/seed<k>' with positive 'seconds'"
+            )
+        pauses[run] = float(seconds)
+    return pauses
 
 
 def measured_cost(tables: dict[str, dict], pauses: dict[str, float]) -> str:
@@ -210,7 +225,11 @@ def main(argv: list[str] | None = None) -> int:
             tables[study] = table
             parts.append(markdown(study, table))
     text = "\n".join(parts)
-    cost = measured_cost(tables, load_pauses()) if tables else "No study collected yet.\n"
+    try:
+        cost = measured_cost(tables, load_pauses()) if tables else "No study collected yet.\n"
+    except ClaimsError as exc:
+        print(f"claims: error: {exc}", file=sys.stderr)
+        return 2
     if args.write is None:
         print(text)
         print(cost)

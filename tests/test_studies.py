@@ -277,13 +277,17 @@ def test_the_measured_cost_subtracts_pauses_and_counts_a_shared_run_once(tmp_pat
         path = f"/logs/studies/cpu/{folder}/seed{seed}"
         return {"seed": str(seed), "run": path, "seconds": seconds, "status": status}
 
-    shared = [run("nrknet-aaa", 0, 900.0), run("nrknet-aaa", 1, 1800.0 + 900.0)]
+    shared = [run("nrknet-aaaaaaaaaa", 0, 900.0), run("nrknet-aaaaaaaaaa", 1, 1800.0 + 900.0)]
     tables = {
-        "table3_rkr": {"rows": [{"runs": shared}, {"runs": [run("gaussian-bbb", 0, 1800.0)]}]},
-        "table5_losses": {"rows": [{"runs": shared}, {"runs": [run("nrknet-ccc", 0, 5.0, "x")]}]},
+        "table3_rkr": {
+            "rows": [{"runs": shared}, {"runs": [run("gaussian-bbbbbbbbbb", 0, 1800.0)]}]
+        },
+        "table5_losses": {
+            "rows": [{"runs": shared}, {"runs": [run("nrknet-cccccccccc", 0, 5.0, "x")]}]
+        },
     }
     pauses = tmp_path / "pauses.json"
-    pauses.write_text('{"nrknet-aaa/seed1": {"seconds": 1800, "when": "a test"}}')
+    pauses.write_text('{"nrknet-aaaaaaaaaa/seed1": {"seconds": 1800, "when": "a test"}}')
     text = claims.measured_cost(tables, claims.load_pauses(pauses))
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in text.splitlines()}
     assert rows["table3_rkr"][1:4] == ["3", "1.0", "0.5"]  # (900 + 900 + 1800) s
@@ -317,3 +321,29 @@ def test_a_committed_cpu_table_is_the_mean_of_its_committed_runs(path):
             statistics.stdev(scores), abs=1e-12
         )
     assert any(row["experiment"] == "study_unet" for row in table["rows"])
+
+
+def test_every_recorded_pause_names_a_committed_run_and_is_shorter_than_its_training(tmp_path):
+    from experiments import claims
+
+    pauses = claims.load_pauses()
+    assert pauses, "experiments/scales/pauses.json lists the paused runs"
+    for run, seconds in pauses.items():
+        metrics = ROOT / "experiments" / "scales" / "cpu_runs" / run / "metrics.json"
+        assert metrics.is_file(), run
+        assert 0 < seconds < json.loads(metrics.read_text())["fit_seconds"], run
+    bad = tmp_path / "pauses.json"
+    bad.write_text('{"nrknet-e2a48a4a3f/seed0": {"when": "no seconds"}}')
+    with pytest.raises(claims.ClaimsError, match="pauses.json: entry 'nrknet-e2a48a4a3f/seed0'"):
+        claims.load_pauses(bad)
+
+
+def test_the_generated_parts_of_the_studies_page_match_the_committed_tables(tmp_path):
+    """docs/studies.md's claims and measured cost are what the generator writes today."""
+    from experiments import claims
+
+    page = ROOT / "docs" / "studies.md"
+    copy = tmp_path / "studies.md"
+    copy.write_text(page.read_text())
+    assert claims.main(["--scale", "cpu", "--write", str(copy)]) == 0
+    assert copy.read_text() == page.read_text()
