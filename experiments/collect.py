@@ -232,7 +232,8 @@ def to_markdown(table: dict) -> str:
         *(f"{d} PSNR / SSIM / LPIPS" for d in datasets),
         "run",
     ]
-    lines = [f"## {table['title']}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    title = table["title"] + (f"; here at scale {table['scale']}" if table.get("scale") else "")
+    lines = [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table["rows"]:
         cells = [r["label"], _f(r["paper_psnr"]), _pm(r["val_psnr"], r["val_psnr_std"])]
         for d in datasets:
@@ -288,10 +289,13 @@ def bar_chart(table: dict, path: Path) -> None:
         )
     ax.set_xticks(list(x), labels, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("PSNR (dB)")
-    values = [v for v in paper + ours if v]
+    values = [v for v in [*paper, *ours, given] if v]
     if values:
         ax.set_ylim(min(values) - 1.0, max(values) + 0.5)
-    ax.set_title(table["title"], fontsize=9)
+    here = (
+        f"; here: {dataset or 'val'} PSNR at scale {table['scale']}" if table.get("scale") else ""
+    )
+    ax.set_title(table["title"] + here, fontsize=9)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
