@@ -142,6 +142,17 @@ def test_dpdd_layout_loads(tmp_path: Path) -> None:
     assert torch.equal(g[0], g[1]) and torch.equal(g[1], g[2])
 
 
+def test_a_test_set_fingerprint_changes_with_any_byte_of_its_files(tmp_path: Path) -> None:
+    base = make_dpdd(tmp_path)
+    first = PairedImageDataset(scan_dpdd(base, "test")).fingerprint()
+    assert PairedImageDataset(scan_dpdd(base, "test")).fingerprint() == first
+    _, sharp, _ = scan_dpdd(base, "test")[1]
+    data = bytearray(sharp.read_bytes())
+    data[-13] ^= 1  # inside the last chunk's checksum: the image still decodes
+    sharp.write_bytes(bytes(data))
+    assert PairedImageDataset(scan_dpdd(base, "test"), check_files=False).fingerprint() != first
+
+
 @pytest.mark.parametrize("where", ["parent", "self", "split", "source", "canon"])
 def test_dpdd_root_variants(tmp_path: Path, where: str) -> None:
     base = make_dpdd(tmp_path, "dd_dp_dataset_canon" if where == "canon" else "dd_dp_dataset_png")

@@ -113,6 +113,7 @@ def test_experiment_runs_one_training_step(
     metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert metrics["global_step"] == 1 and metrics["skipped_nonfinite"] == 0
     assert metrics["machine"]["cpu"] and metrics["machine"]["torch"] == torch.__version__
+    assert metrics["test_files_sha256"].keys() == metrics["test"].keys()
     assert len(training_steps) == 1
     assert training_steps[0]["loss"] is not None and math.isfinite(training_steps[0]["loss"])
     # autocast exactly when the experiment asks for mixed precision

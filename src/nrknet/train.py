@@ -28,6 +28,12 @@ from nrknet.weights.init import apply_init_from, require_same_run, require_train
 log = logging.getLogger("nrknet.train")
 
 
+def test_fingerprints(datamodule) -> dict[str, str]:
+    """Each test set's :meth:`~nrknet.data.datasets.PairedImageDataset.fingerprint`, by name."""
+    sets = zip(datamodule.test_set_names, datamodule.test_datasets, strict=True)
+    return {name: dataset.fingerprint() for name, dataset in sets}
+
+
 def resolve_resume_path(cfg: DictConfig) -> str | None:
     """``ckpt_path`` as given, ``last`` for this run's last checkpoint, or the latter when ``auto_resume``."""
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
@@ -236,6 +242,8 @@ def train(cfg: DictConfig) -> float | None:
             # the row this run is: collect.py reads it here, where only a finished run writes it
             "overrides": module.run_settings.get("overrides"),
             "test": {name: r["summary"] for name, r in results.items()},
+            # sha256 of each test set's files: the same figures need the same images
+            "test_files_sha256": test_fingerprints(datamodule) if results else {},
             # the same command gives the same figures to the last bit only on the same CPU model
             "machine": describe_machine(),
         }
