@@ -111,7 +111,8 @@ def table(study: str, spec: dict, rows_jobs: list[tuple[dict, dict[str | None, d
     ``test_std`` and ``val_psnr_std`` the sample standard deviations (``None``
     for a single run), ``n`` the number of finished runs; ``runs`` lists each
     seed's own figures. A seed run twice counts once (the later). ``input`` is the blurry
-    input's test PSNR and SSIM, which every run of a study measures on the same images.
+    input's test PSNR and SSIM, the mean over the runs (whose ``metrics.json`` records the
+    sha256 of the test files each scored).
     """
     jobs = [job for _, by_seed in rows_jobs for job in by_seed.values()]
     tested = sorted({d for j in jobs if j["metrics"] for d in (j["metrics"].get("test") or {})})
