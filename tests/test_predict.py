@@ -180,6 +180,9 @@ def test_an_array_that_is_no_rgb_image_is_refused_with_its_shape(ckpt, one_threa
     for shape in ((16, 16), (16, 16, 4), (1, 16, 16, 3)):
         with pytest.raises(DataError, match=re.escape(f"got shape {shape}")):
             deblurrer(np.zeros(shape, np.float32))
+    for dtype in (np.uint8, np.uint16, np.int64):
+        with pytest.raises(DataError, match=f"got dtype {np.dtype(dtype).name}"):
+            deblurrer(np.zeros((16, 16, 3), dtype))
 
 
 def test_exif_rotated_jpeg_comes_out_upright(tmp_path, ckpt):

@@ -136,6 +136,11 @@ class Deblurrer:
         """Deblur ``rgb`` (H x W x 3 float32); ``progress(done, total)`` follows the tiles."""
         if rgb.ndim != 3 or rgb.shape[2] != 3:
             raise DataError(f"Deblurrer: expected an H x W x 3 RGB image, got shape {rgb.shape}")
+        if not np.issubdtype(rgb.dtype, np.floating):
+            raise DataError(
+                f"Deblurrer: expected float values in [0, 1], got dtype {rgb.dtype} "
+                "(divide 8-bit images by 255)"
+            )
         height, width = rgb.shape[:2]
         grow_h, grow_w = self.smallest_side - height, self.smallest_side - width
         if grow_h > 0 or grow_w > 0:
