@@ -234,6 +234,33 @@ def test_probe_refuses_corrupt_headers_and_truncated_bmp(tmp_path, ext, corrupt,
     assert error.value.reason == reason
 
 
+def _png_chunk(kind: bytes, data: bytes, crc: int | None = None) -> bytes:
+    crc = zlib.crc32(kind + data) if crc is None else crc
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        _png_chunk(b"tEXt", b"note\x00hello", crc=0),  # bad checksum in an ancillary chunk
+        _png_chunk(b"zTXt", b"xmp\x00\x00" + zlib.compress(b" " * (2 << 20))),  # > 1 MB of text
+    ],
+    ids=["ancillary-crc", "large-text"],
+)
+def test_probe_accepts_pngs_that_pillow_refuses_but_the_decoder_reads(tmp_path, chunk) -> None:
+    data = _encoded(".png")
+    after_ihdr = 8 + 25
+    path = tmp_path / "strict.png"
+    path.write_bytes(data[:after_ihdr] + chunk + data[after_ihdr:])
+    info = probe_image(path)
+    assert (info.width, info.height, info.format, info.bit_depth) == (
+        read_image_full(path).width,
+        read_image_full(path).height,
+        "png",
+        8,
+    )
+
+
 # --------------------------------------------------------------------------- EXIF orientation
 
 

@@ -65,9 +65,9 @@ _PILLOW_ERRORS = (OSError, SyntaxError, ValueError, IndexError, TypeError, struc
 # they refuse. The plugin classes, not Image.open: that one refuses images over Pillow's pixel
 # limit, which OpenCV decodes.
 _HEADER_READERS = {
-    _PNG_SIGNATURE: (PngImagePlugin.PngImageFile, "truncated or corrupt PNG header"),
-    _JPEG_SOI: (JpegImagePlugin.JpegImageFile, "corrupt JPEG header"),
-    b"BM": (BmpImagePlugin.BmpImageFile, "corrupt BMP header"),
+    _PNG_SIGNATURE: (PngImagePlugin.PngImageFile, "png", "truncated or corrupt PNG header"),
+    _JPEG_SOI: (JpegImagePlugin.JpegImageFile, "jpeg", "corrupt JPEG header"),
+    b"BM": (BmpImagePlugin.BmpImageFile, "bmp", "corrupt BMP header"),
 }
 
 _WRITE_FORMATS = {
@@ -311,16 +311,22 @@ def probe_image(path: str | os.PathLike) -> ImageInfo:
 
 def _read_header(path: Path, head: bytes, f: BinaryIO) -> ImageInfo | None:
     """A PNG, JPEG or BMP file's header as Pillow reads it from ``f``; None for other formats."""
-    for signature, (reader, corrupt) in _HEADER_READERS.items():
+    for signature, (reader, image_format, corrupt) in _HEADER_READERS.items():
         if head.startswith(signature):
             try:
                 image = reader(f)
             except _PILLOW_ERRORS:
-                raise ImageReadError(path, corrupt) from None
+                # Pillow is stricter than the decoder that reads the pixels (a bad checksum in an
+                # ancillary chunk, a large compressed text chunk): the decoder has the last word.
+                try:
+                    img = read_image_full(path)
+                except ImageReadError:
+                    raise ImageReadError(path, corrupt) from None
+                return ImageInfo(path, img.width, img.height, image_format, img.bit_depth)
             # Pillow keeps 16-bit grey as mode 'I;16' but narrows 16-bit colour to 'RGB' or
             # 'RGBA'; the raw mode it would unpack ('I;16B', 'RGB;16B', ...) tells.
             bit_depth = 16 if image.format == "PNG" and ";16" in image.tile[0][3] else 8
-            return ImageInfo(path, image.width, image.height, image.format.lower(), bit_depth)
+            return ImageInfo(path, image.width, image.height, image_format, bit_depth)
     return None
 
 
