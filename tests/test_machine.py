@@ -2,6 +2,9 @@
 
 from pathlib import Path
 
+import numpy as np
+
+from nrknet.utils import machine
 from nrknet.utils.machine import VECTOR_FLAGS, cpu_id, describe, vector_flags
 
 XEON = {
@@ -32,3 +35,10 @@ def test_describe_reads_this_machines_cpuinfo():
         assert record["cpu_id"] and record["cpu_id"].split()[1] == "family"
     assert set(record["cpu_flags"]) <= set(VECTOR_FLAGS)
     assert record["torch_cpu_capability"]
+    assert record["packages"]["numpy"] == np.__version__
+
+
+def test_a_package_that_is_not_installed_is_recorded_as_none(monkeypatch):
+    monkeypatch.setattr(machine, "PACKAGES", ("numpy", "no-such-distribution-nrknet"))
+    versions = machine.package_versions()
+    assert versions == {"numpy": np.__version__, "no-such-distribution-nrknet": None}

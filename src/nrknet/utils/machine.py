@@ -6,12 +6,14 @@ libraries take other kernel paths). ``metrics.json`` and the benchmark results r
 
 Virtual machines often report a generic model name ("AMD EPYC", "Intel(R) Xeon(R) Processor"),
 so the record also holds the vendor, family, model and stepping, the vector extensions the CPU
-announces, and the kernel path PyTorch picked for them (``torch.backends.cpu``)."""
+announces, and the kernel path PyTorch picked for them (``torch.backends.cpu``), and the versions
+of the packages that compute a figure besides PyTorch."""
 
 from __future__ import annotations
 
 import os
 import platform
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -21,6 +23,23 @@ VECTOR_FLAGS = (
     "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
     "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",
 )  # fmt: skip
+
+
+#: The distributions whose arithmetic reaches a figure: the renderer, the image files, training.
+PACKAGES = ("numpy", "opencv-python-headless", "pillow", "scipy", "lightning", "torchmetrics")
+
+
+def package_versions() -> dict[str, str | None]:
+    """The installed version of each of :data:`PACKAGES` (``None`` where it is not installed).
+
+    The dependencies are declared as ranges, so two installs of one commit can differ here."""
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def _cpuinfo() -> dict[str, str]:
@@ -73,4 +92,5 @@ def describe() -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
+        "packages": package_versions(),
     }
