@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from PIL import PngImagePlugin
 
 from nrknet.data import io as dio
 from nrknet.data.io import (
@@ -252,13 +253,25 @@ def test_probe_accepts_pngs_that_pillow_refuses_but_the_decoder_reads(tmp_path, 
     after_ihdr = 8 + 25
     path = tmp_path / "strict.png"
     path.write_bytes(data[:after_ihdr] + chunk + data[after_ihdr:])
+    with pytest.raises((SyntaxError, ValueError)):
+        PngImagePlugin.PngImageFile(path)
     info = probe_image(path)
+    loaded = read_image_full(path)
     assert (info.width, info.height, info.format, info.bit_depth) == (
-        read_image_full(path).width,
-        read_image_full(path).height,
+        loaded.width,
+        loaded.height,
         "png",
         8,
     )
+
+
+def test_a_header_pillow_refuses_keeps_the_decoders_own_reason(tmp_path) -> None:
+    # Over OpenCV's pixel limit: the decoder's reason says so, not "corrupt header".
+    data = _grey_png(40000, 30000, b"not pixels")
+    path = tmp_path / "huge.png"
+    path.write_bytes(data[:33] + _png_chunk(b"tEXt", b"note\x00hello", crc=0) + data[33:])
+    with pytest.raises(ImageReadError, match="OPENCV_IO_MAX_IMAGE_PIXELS"):
+        probe_image(path)
 
 
 # --------------------------------------------------------------------------- EXIF orientation

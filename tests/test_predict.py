@@ -171,7 +171,7 @@ def test_images_the_network_runs_on_are_passed_unchanged(ckpt, unet_ckpt, one_th
         np.testing.assert_array_equal(Deblurrer(model, device=device)(image).rgb, direct.numpy())
 
 
-def test_an_array_that_is_no_rgb_image_is_refused_with_its_shape(ckpt, one_thread):
+def test_an_array_that_is_no_float_rgb_image_is_refused_and_any_float_is_read(ckpt, one_thread):
     from nrknet.errors import DataError
     from nrknet.inference import Deblurrer, load_inference_model
 
@@ -183,6 +183,10 @@ def test_an_array_that_is_no_rgb_image_is_refused_with_its_shape(ckpt, one_threa
     for dtype in (np.uint8, np.uint16, np.int64):
         with pytest.raises(DataError, match=f"got dtype {np.dtype(dtype).name}"):
             deblurrer(np.zeros((16, 16, 3), dtype))
+    image = np.random.default_rng(0).random((16, 16, 3), dtype=np.float32)
+    expected = deblurrer(image).rgb
+    for dtype in (np.float64, np.dtype(">f4"), np.longdouble):
+        np.testing.assert_array_equal(deblurrer(image.astype(dtype)).rgb, expected)
 
 
 def test_exif_rotated_jpeg_comes_out_upright(tmp_path, ckpt):

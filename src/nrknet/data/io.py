@@ -13,7 +13,9 @@ colour reads do, so the pixels come out as a viewer shows the file.
 :func:`probe_image` has Pillow read only the header of a PNG, JPEG or BMP
 file, and checks its last bytes (a BMP: its declared size), to get its size
 and catch truncated files cheaply, which lets the datasets validate thousands
-of files at scan time without decoding them.
+of files at scan time without decoding them. A header Pillow refuses is
+decoded by OpenCV before the file is called corrupt: Pillow is the stricter
+reader (a bad checksum in an ancillary PNG chunk, a large text chunk).
 """
 
 from __future__ import annotations
@@ -177,9 +179,18 @@ def decode_image(
     if not data:
         raise ImageReadError(path, "file is empty")
     _check_complete(path, data, data[-4096:])
-    buf = np.frombuffer(data, dtype=np.uint8)
+    img = _imdecode(data, path)
+    if img is None:
+        raise ImageReadError(path, "not a readable image (unknown format or corrupt data)")
+    if upright:
+        img = _turn_upright(img, exif_orientation(data))
+    return _to_loaded(img, path)
+
+
+def _imdecode(data: bytes, path: Path) -> np.ndarray | None:
+    """OpenCV's decoding of ``data`` as stored (no conversion); None where it reads no image."""
     try:
-        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
         if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):
             raise ImageReadError(
@@ -190,11 +201,7 @@ def decode_image(
         raise ImageReadError(
             path, f"decoder failed ({str(exc).strip().splitlines()[-1]})"
         ) from None
-    if img is None or img.size == 0:
-        raise ImageReadError(path, "not a readable image (unknown format or corrupt data)")
-    if upright:
-        img = _turn_upright(img, exif_orientation(data))
-    return _to_loaded(img, path)
+    return None if img is None or img.size == 0 else img
 
 
 def exif_orientation(data: bytes) -> int:
@@ -280,7 +287,7 @@ def probe_image(path: str | os.PathLike) -> ImageInfo:
     """Return a file's size and bit depth from its header, checking it is present and complete.
 
     Pillow reads the header of PNG, JPEG and BMP files without decoding the pixels; other
-    formats are decoded in full. Raises :class:`ImageReadError`.
+    formats, and a header Pillow refuses, are decoded in full. Raises :class:`ImageReadError`.
     """
     path = Path(path)
     try:
@@ -318,11 +325,11 @@ def _read_header(path: Path, head: bytes, f: BinaryIO) -> ImageInfo | None:
             except _PILLOW_ERRORS:
                 # Pillow is stricter than the decoder that reads the pixels (a bad checksum in an
                 # ancillary chunk, a large compressed text chunk): the decoder has the last word.
-                try:
-                    img = read_image_full(path)
-                except ImageReadError:
+                img = _imdecode(_read_bytes(path), path)
+                if img is None:
                     raise ImageReadError(path, corrupt) from None
-                return ImageInfo(path, img.width, img.height, image_format, img.bit_depth)
+                bit_depth = 16 if img.dtype == np.uint16 else 8
+                return ImageInfo(path, img.shape[1], img.shape[0], image_format, bit_depth)
             # Pillow keeps 16-bit grey as mode 'I;16' but narrows 16-bit colour to 'RGB' or
             # 'RGBA'; the raw mode it would unpack ('I;16B', 'RGB;16B', ...) tells.
             bit_depth = 16 if image.format == "PNG" and ";16" in image.tile[0][3] else 8

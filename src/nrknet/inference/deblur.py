@@ -133,14 +133,16 @@ class Deblurrer:
     def __call__(
         self, rgb: np.ndarray, progress: Callable[[int, int], None] | None = None
     ) -> Deblurred:
-        """Deblur ``rgb`` (H x W x 3 float32); ``progress(done, total)`` follows the tiles."""
+        """Deblur ``rgb`` (H x W x 3 floats in [0, 1], computed in float32); ``progress(done, total)``
+        follows the tiles."""
         if rgb.ndim != 3 or rgb.shape[2] != 3:
             raise DataError(f"Deblurrer: expected an H x W x 3 RGB image, got shape {rgb.shape}")
-        if not np.issubdtype(rgb.dtype, np.floating):
+        if rgb.dtype.kind != "f":
             raise DataError(
                 f"Deblurrer: expected float values in [0, 1], got dtype {rgb.dtype} "
-                "(divide 8-bit images by 255)"
+                "(divide 8-bit images by 255, 16-bit ones by 65535, or read them with read_image)"
             )
+        rgb = rgb.astype(np.float32, copy=False)
         height, width = rgb.shape[:2]
         grow_h, grow_w = self.smallest_side - height, self.smallest_side - width
         if grow_h > 0 or grow_w > 0:
