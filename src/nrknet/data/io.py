@@ -325,7 +325,8 @@ def _read_header(path: Path, head: bytes, f: BinaryIO) -> ImageInfo | None:
             except _PILLOW_ERRORS:
                 # Pillow is stricter than the decoder that reads the pixels (a bad checksum in an
                 # ancillary chunk, a large compressed text chunk): the decoder has the last word.
-                img = _imdecode(_read_bytes(path), path)
+                f.seek(0)
+                img = _imdecode(f.read(), path)
                 if img is None:
                     raise ImageReadError(path, corrupt) from None
                 bit_depth = 16 if img.dtype == np.uint16 else 8
