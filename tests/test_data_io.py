@@ -100,20 +100,20 @@ def _encoded(ext: str, seed: int = 4) -> bytes:
     return buf.tobytes()
 
 
+def _png_chunk(kind: bytes, body: bytes, crc: int | None = None) -> bytes:
+    """One PNG chunk; ``crc`` replaces its correct checksum."""
+    crc = zlib.crc32(kind + body) if crc is None else crc
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+
 def _grey_png(width: int, height: int, pixel_data: bytes) -> bytes:
     """An 8-bit grey PNG of that size whose IDAT chunk holds ``pixel_data`` (not checked)."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-        )
-
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", pixel_data)
-        + chunk(b"IEND", b"")
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", pixel_data)
+        + _png_chunk(b"IEND", b"")
     )
 
 
@@ -235,11 +235,6 @@ def test_probe_refuses_corrupt_headers_and_truncated_bmp(tmp_path, ext, corrupt,
     assert error.value.reason == reason
 
 
-def _png_chunk(kind: bytes, data: bytes, crc: int | None = None) -> bytes:
-    crc = zlib.crc32(kind + data) if crc is None else crc
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-
 @pytest.mark.parametrize(
     "chunk",
     [
@@ -293,8 +288,7 @@ def with_exif_orientation(encoded: bytes, orientation: int, byte_order: str = ">
         return (
             encoded[:2] + b"\xff\xe1" + struct.pack(">H", len(segment) + 2) + segment + encoded[2:]
         )
-    crc = struct.pack(">I", zlib.crc32(b"eXIf" + tiff))
-    return encoded[:33] + struct.pack(">I", len(tiff)) + b"eXIf" + tiff + crc + encoded[33:]
+    return encoded[:33] + _png_chunk(b"eXIf", tiff) + encoded[33:]
 
 
 @pytest.mark.parametrize("ext", [".jpg", ".png"])
